@@ -1,0 +1,38 @@
+# Two commands on a machine with only Python: `make demo` (the main job) and `make test`.
+# Both create .venv and install the project into it on first use.
+PYTHON ?= python3
+VENV ?= .venv
+# The torch release CI runs on; a range in pyproject.toml lets GPU users get a CUDA build instead.
+TORCH_SPEC ?= torch==2.13.0
+BIN = $(VENV)/bin
+STAMP = $(VENV)/.misgen-installed
+
+.PHONY: install demo test lint bench clean
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q "$(TORCH_SPEC)"
+	$(BIN)/python -m pip install -q -e ".[dev,video]"
+	touch $(STAMP)
+
+install: $(STAMP)
+
+demo: $(STAMP)
+	$(BIN)/python -m experiments.demo
+
+# pytest exits 5 when it selects no test: report it plainly instead of failing.
+test: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/python -m pytest -q -n 2 $(PYTEST_ARGS); rc=$$?; \
+	if [ $$rc -eq 5 ]; then echo "pytest selected no test"; exit 0; fi; exit $$rc
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+bench: $(STAMP)
+	$(BIN)/python -m experiments.bench
+
+clean:
+	rm -rf $(VENV) outputs multirun .pytest_cache .hypothesis

@@ -1,0 +1,134 @@
+"""Pictures of grid levels: a tile atlas for RGB frames, ANSI text, and episode GIF/MP4 files.
+
+A tile id is a map tile (floor, wall, end) plus an ARROW bit and an AGENT bit, so 16 ids cover
+every tile; the atlas holds one small image per id, drawn supersampled so that even 4-pixel tiles
+keep the arrow's shape. Frames are built on the tensors' device by one lookup into the atlas.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from envs.maze_levels import END, FLOOR, WALL
+
+ARROW_BIT, AGENT_BIT = 4, 8
+NUM_TILE_IDS = 16
+
+FLOOR_RGB = (236, 236, 232)
+WALL_RGB = (38, 42, 64)
+END_RGB = (250, 205, 90)
+ARROW_RGB = (24, 170, 60)
+AGENT_RGB = (214, 48, 49)
+_SUPERSAMPLE = 8
+
+
+def _arrow_mask(u: np.ndarray, v: np.ndarray) -> np.ndarray:
+    """An upward arrow: triangular head over a shaft, in unit tile coordinates (v down)."""
+    head = (v >= 0.12) & (v <= 0.52) & (np.abs(u - 0.5) <= (v - 0.12) * 0.95)
+    shaft = (v > 0.5) & (v <= 0.9) & (np.abs(u - 0.5) <= 0.13)
+    return head | shaft
+
+
+def _agent_mask(u: np.ndarray, v: np.ndarray) -> np.ndarray:
+    return (u - 0.5) ** 2 + (v - 0.5) ** 2 <= 0.3**2
+
+
+def build_atlas(tile_size: int, show_end: bool) -> np.ndarray:
+    """``(16, t, t, 3)`` uint8 images of every tile id. ``show_end=False`` draws the end as floor."""
+    n = tile_size * _SUPERSAMPLE
+    coords = (np.arange(n) + 0.5) / n
+    v, u = np.meshgrid(coords, coords, indexing="ij")
+    base_rgb = {FLOOR: FLOOR_RGB, WALL: WALL_RGB, END: END_RGB if show_end else FLOOR_RGB}
+    atlas = np.zeros((NUM_TILE_IDS, tile_size, tile_size, 3), dtype=np.uint8)
+    for tile_id in range(NUM_TILE_IDS):
+        base = tile_id & 3
+        if base not in base_rgb:
+            continue
+        img = np.empty((n, n, 3), dtype=np.float64)
+        img[:] = base_rgb[base]
+        if tile_id & ARROW_BIT:
+            img[_arrow_mask(u, v)] = ARROW_RGB
+        if tile_id & AGENT_BIT:
+            # The agent is drawn smaller over the arrow, so both stay visible.
+            mask = _agent_mask(u, v) if not tile_id & ARROW_BIT else (u - 0.5) ** 2 + (v - 0.62) ** 2 <= 0.2**2
+            img[mask] = AGENT_RGB
+        pooled = img.reshape(tile_size, _SUPERSAMPLE, tile_size, _SUPERSAMPLE, 3).mean(axis=(1, 3))
+        atlas[tile_id] = np.round(pooled).astype(np.uint8)
+    return atlas
+
+
+class TileRenderer:
+    """Turns batches of tile-id grids into RGB frames with one atlas lookup, on any device."""
+
+    def __init__(self, tile_size: int, show_end: bool) -> None:
+        self.tile_size = tile_size
+        self._atlas = torch.from_numpy(build_atlas(tile_size, show_end))
+
+    def frames(self, ids: torch.Tensor, size: int) -> torch.Tensor:
+        """``ids`` ``(B, S*S)`` → ``(B, S*t, S*t, 3)`` uint8, on the device of ``ids``."""
+        if self._atlas.device != ids.device:
+            self._atlas = self._atlas.to(ids.device)
+        t = self.tile_size
+        tiles = self._atlas.index_select(0, ids.reshape(-1).long())  # (B*S*S, t, t, 3)
+        tiles = tiles.view(ids.shape[0], size, size, t, t, 3).permute(0, 1, 3, 2, 4, 5)
+        return tiles.reshape(ids.shape[0], size * t, size * t, 3)
+
+
+_ANSI = {FLOOR: " ", WALL: "#", END: "E"}
+
+
+def ansi(ids: torch.Tensor) -> str:
+    """``(S, S)`` tile ids → text: ``#`` wall, ``E`` end, ``^`` arrow, ``@`` agent."""
+    rows = []
+    for row in ids.tolist():
+        chars = []
+        for tile_id in row:
+            if tile_id & AGENT_BIT:
+                chars.append("@")
+            elif tile_id & ARROW_BIT:
+                chars.append("^")
+            else:
+                chars.append(_ANSI[tile_id & 3])
+        rows.append("".join(chars).rstrip())
+    return "\n".join(rows) + "\n"
+
+
+def save_episode(frames: Sequence[np.ndarray] | np.ndarray, path: str | os.PathLike, fps: int = 8) -> Path:
+    """Write ``(H, W, 3)`` uint8 frames to a ``.gif`` (Pillow) or ``.mp4`` (imageio-ffmpeg) file.
+
+    Written to a temporary file in the same folder, then renamed: no half-written file is left.
+    """
+    path = Path(path)
+    frames = [np.asarray(f, dtype=np.uint8) for f in frames]
+    if not frames:
+        raise ValueError("save_episode needs at least one frame")
+    suffix = path.suffix.lower()
+    if suffix not in (".gif", ".mp4"):
+        raise ValueError(f"save_episode writes .gif or .mp4, not {path.name!r}")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(suffix=suffix, dir=path.parent, prefix=f".{path.stem}.")
+    os.close(fd)
+    try:
+        if suffix == ".gif":
+            from PIL import Image
+
+            images = [Image.fromarray(f) for f in frames]
+            images[0].save(tmp, save_all=True, append_images=images[1:], duration=round(1000 / fps), loop=0)
+        else:
+            try:
+                import imageio.v2 as iio
+                import imageio_ffmpeg  # noqa: F401
+            except ImportError as err:
+                raise RuntimeError("writing .mp4 needs imageio-ffmpeg: pip install 'misgen[video]'") from err
+            iio.mimwrite(tmp, frames, format="FFMPEG", fps=fps, macro_block_size=1)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+    return path

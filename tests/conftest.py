@@ -1,0 +1,41 @@
+"""Shared fixtures: small, CPU-only configs so the suite stays fast and needs no network."""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import pytest
+import torch
+from hypothesis import HealthCheck, settings
+
+from envs.config import ArrowMazeConfig, load_arrow_maze_config
+
+os.environ.setdefault("WANDB_MODE", "disabled")
+torch.set_num_threads(min(2, torch.get_num_threads()))
+
+settings.register_profile(
+    "misgen", deadline=None, max_examples=25, suppress_health_check=[HealthCheck.too_slow], derandomize=True
+)
+settings.load_profile("misgen")
+
+SMALL_LEVEL_SETS = {
+    "num_levels": 256,
+    "distributions": {name: {"num_levels": 256} for name in ("shift_arrow", "shift_size", "shift_both")},
+}
+
+
+def small_config(**overrides: Any) -> ArrowMazeConfig:
+    """The arrow-maze presets on the CPU with 256 levels per distribution, plus ``overrides``."""
+    merged: dict[str, Any] = {"device": "cpu", **SMALL_LEVEL_SETS}
+    for key, value in overrides.items():
+        if key == "distributions":
+            merged["distributions"] = {**merged["distributions"], **value}
+        else:
+            merged[key] = value
+    return load_arrow_maze_config(merged)
+
+
+@pytest.fixture
+def cfg() -> ArrowMazeConfig:
+    return small_config()
