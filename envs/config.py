@@ -9,6 +9,7 @@ checks ranges and cross-field constraints (``ConfigError`` names the field).
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from importlib import resources
 from typing import Any
@@ -158,18 +159,21 @@ def preset_path(env_name: str) -> Any:
     return resources.files("configs") / "env" / f"{env_name}.yaml"
 
 
-def load_arrow_maze_config(overrides: dict[str, Any] | None = None) -> ArrowMazeConfig:
-    """The arrow-maze config: schema ← ``configs/env/arrow_maze.yaml`` ← ``overrides``, validated.
+def load_arrow_maze_config(overrides: Mapping[str, Any] | None = None, base: Any = None) -> ArrowMazeConfig:
+    """The arrow-maze config: schema ← ``base`` ← ``overrides``, validated.
 
-    ``overrides`` may be flat (``{"p_decorrelate": 0.1}``) or nested (``{"distributions": {...}}``);
-    an unknown key raises :class:`ConfigError` naming it.
+    ``base`` is a mapping or an OmegaConf node (Hydra's ``cfg.env``); by default the preset file
+    ``configs/env/arrow_maze.yaml``. ``overrides`` may be flat (``{"p_decorrelate": 0.1}``) or nested
+    (``{"distributions": {...}}``). An unknown key or a bad value raises :class:`ConfigError` naming it.
     """
     from omegaconf import OmegaConf
     from omegaconf.errors import OmegaConfBaseException
 
     schema = OmegaConf.structured(ArrowMazeConfig)
     try:
-        merged = OmegaConf.merge(schema, OmegaConf.load(str(preset_path("arrow_maze"))))
+        if base is None:
+            base = OmegaConf.load(str(preset_path("arrow_maze")))
+        merged = OmegaConf.merge(schema, base)
         if overrides:
             merged = OmegaConf.merge(merged, OmegaConf.create(dict(overrides)))
         cfg = OmegaConf.to_object(merged)

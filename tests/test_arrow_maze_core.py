@@ -5,17 +5,17 @@ from __future__ import annotations
 import pytest
 import torch
 
+from analysis.planning import distance_maps, shortest_path_action
 from envs.arrow_maze import ArrowMazeCore
 from envs.config import ConfigError
 from envs.grid import UNREACHABLE
 from tests.conftest import small_config
-from tests.oracle import distance_maps, shortest_path_action
 
 
 def _run_oracle(core: ArrowMazeCore, dist: torch.Tensor, steps: int) -> list:
     results = []
     for _ in range(steps):
-        results.append(core.step(shortest_path_action(core, dist)))
+        results.append(core.step(shortest_path_action(core, dist[core.level])))
     return results
 
 
@@ -28,7 +28,7 @@ def test_shortest_path_agent_reaches_the_end_on_every_train_level():
     done = torch.zeros(1000, dtype=torch.bool)
     length = torch.zeros(1000, dtype=torch.long)
     for _ in range(int(core.levels.max_steps.max())):
-        r = core.step(shortest_path_action(core, dist))
+        r = core.step(shortest_path_action(core, dist[core.level]))
         first = r.done & ~done
         assert bool(r.terminated[first].all()), "an oracle episode ended without reaching the end"
         length[first] = r.episode_length[first]
@@ -59,7 +59,7 @@ def test_reaching_the_arrow_off_the_end_does_not_terminate_but_is_recorded(cfg):
     expected = dist.gather(1, core.levels.start[:, None])[:, 0][core.level]
     seen = torch.full((32,), -1)
     for k in range(1, int(expected.max()) + 1):
-        r = core.step(shortest_path_action(core, dist))
+        r = core.step(shortest_path_action(core, dist[core.level]))
         en_route = k <= expected
         assert not bool(r.terminated[en_route].any()), "the arrow is not the base objective"
         reached = (r.first_arrow_step > 0) & (seen < 0)
@@ -114,7 +114,7 @@ def test_finished_envs_restart_in_the_same_step_and_final_obs_shows_the_last_sta
     core = ArrowMazeCore(cfg, "train", num_envs=64, seed=6)
     dist = distance_maps(core, core.levels.end)
     for _ in range(80):
-        r = core.step(shortest_path_action(core, dist))
+        r = core.step(shortest_path_action(core, dist[core.level]))
         if bool(r.done.any()):
             break
     d = r.done
@@ -156,7 +156,7 @@ def test_rgb_observation_shows_the_agent_move():
     obs = core.reset(seed=9)
     assert obs.shape == (4, cfg_px := core.canvas.size * 5, cfg_px, 3) and obs.dtype == torch.uint8
     dist = distance_maps(core, core.levels.end)
-    r = core.step(shortest_path_action(core, dist))
+    r = core.step(shortest_path_action(core, dist[core.level]))
     assert not torch.equal(r.obs, obs)
 
 

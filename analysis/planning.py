@@ -1,0 +1,38 @@
+"""Exact planning on known levels: distance maps and shortest-path actions, batched on tensors.
+
+The estimator's candidate objectives are planned here; for now these serve the scripted oracle
+agents of the demo and the tests.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from envs.arrow_maze import ArrowMazeCore
+from envs.grid import bfs_distances
+
+
+def distance_maps(core: ArrowMazeCore, targets: torch.Tensor, level_ids: torch.Tensor | None = None) -> torch.Tensor:
+    """``(K, P)`` move distances on levels ``level_ids`` (default: the whole bank) to ``targets``.
+
+    ``targets``: one padded flat index per level of the bank (e.g. ``core.levels.end``).
+    """
+    if level_ids is None:
+        return bfs_distances(core.levels.blocked, targets, core.canvas.padded)
+    return bfs_distances(core.levels.blocked[level_ids], targets[level_ids], core.canvas.padded)
+
+
+def shortest_path_action(core: ArrowMazeCore, env_dist: torch.Tensor) -> torch.Tensor:
+    """Per env, an action that moves one step closer on ``env_dist``, the ``(B, P)`` distance map of
+    each env's current level.
+
+    Ties go to the first action in ``envs.grid`` order. At the target the agent stays by moving
+    into a wall; only on a tile with four open neighbours must it step off (and back).
+    """
+    neighbours = core.pos[:, None] + core.move_offsets[None, :]  # (B, 4)
+    d = env_dist.gather(1, neighbours)
+    blocked = d < 0
+    toward = torch.where(blocked, torch.iinfo(torch.long).max, d).argmin(dim=1)
+    at_target = env_dist.gather(1, core.pos[:, None])[:, 0] == 0
+    stay = at_target & blocked.any(dim=1)
+    return torch.where(stay, blocked.to(torch.uint8).argmax(dim=1), toward)
