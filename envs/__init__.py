@@ -9,7 +9,7 @@ from __future__ import annotations
 from gymnasium.envs.registration import register, registry
 
 # One explicit list of the suite's environments: (id, single entry point, vector entry point).
-ENVIRONMENTS = (("misgen/ArrowMaze-v0", "envs.gym_views:ArrowMazeEnv", "envs.gym_views:ArrowMazeVectorEnv"),)
+ENVIRONMENTS = (("misgen/ArrowMaze-v0", "envs.arrow_maze:ArrowMazeEnv", "envs.arrow_maze:ArrowMazeVectorEnv"),)
 
 
 def _register_all() -> None:

@@ -29,8 +29,9 @@ State is a handful of ``(B,)`` int64 tensors (level, position, step count, first
 exit, arrow and start live in a level bank on the same device. ``step`` moves, applies the rules,
 resets finished envs from the level bank *in the same step* and builds the next observation, all
 as tensor ops over the batch: no Python loop over envs and no host-device copy. The step's
-``episode`` fields describe the episodes that just ended; :meth:`ArrowMazeCore.final_obs` builds
-their last observation on demand (for bootstrapping truncated episodes).
+``info`` describes the episodes that just ended; :meth:`ArrowMazeCore.final_obs` builds their last
+observation on demand (for bootstrapping truncated episodes). Levels are drawn with a generator on
+the core's device: a seed gives the same run on the same kind of device (CPU and CUDA streams differ).
 
 ## Registered configurations
 ``misgen/ArrowMaze-v0`` with ``distribution`` one of the presets of ``configs/env/arrow_maze.yaml``:
@@ -40,35 +41,19 @@ their last observation on demand (for bootstrapping truncated episodes).
 from __future__ import annotations
 
 import functools
-from dataclasses import dataclass
 from typing import Any
 
 import torch
 
 from envs.config import ArrowMazeConfig, load_arrow_maze_config
+from envs.core import StepResult
 from envs.devices import resolve_device
 from envs.grid import NUM_ACTIONS, Canvas
-from envs.maze_levels import END, WALL, LevelSpec, MazeLevels, level_set
+from envs.gym_views import CoreEnv, CoreVectorEnv
+from envs.layout import END, WALL
+from envs.maze_levels import LevelSpec, MazeLevels, level_set
 
 NOT_REACHED = -1
-
-
-@dataclass
-class StepResult:
-    """One batched step. ``episode_*`` fields describe the episode that ended where ``done``."""
-
-    obs: torch.Tensor
-    reward: torch.Tensor  # (B,) float32
-    terminated: torch.Tensor  # (B,) bool
-    truncated: torch.Tensor  # (B,) bool
-    episode_length: torch.Tensor  # (B,) int64 steps taken in the step's episode (before reset)
-    episode_level: torch.Tensor  # (B,) int64 level index of the step's episode
-    first_end_step: torch.Tensor  # (B,) int64 step at which the end was first reached, -1 if never
-    first_arrow_step: torch.Tensor  # (B,) int64 step at which the arrow was first reached, -1 if never
-
-    @property
-    def done(self) -> torch.Tensor:
-        return self.terminated | self.truncated
 
 
 def channel_names(cfg: ArrowMazeConfig) -> tuple[str, ...]:
@@ -150,7 +135,8 @@ class ArrowMazeCore:
         if level_ids is None:
             level = self._sample_levels()
         else:
-            level = torch.as_tensor(level_ids, dtype=torch.long, device=self.device).reshape(self.num_envs)
+            level = torch.as_tensor(level_ids, dtype=torch.long).to(self.device, copy=True)
+            level = level.expand(self.num_envs).clone() if level.dim() == 0 else level.reshape(self.num_envs)
             if bool(((level < 0) | (level >= len(self.levels))).any()):
                 raise ValueError(
                     f"level_ids must lie in [0, {len(self.levels)}) for distribution {self.distribution!r}"
@@ -168,7 +154,9 @@ class ArrowMazeCore:
 
     # ------------------------------------------------------------------ step
     def step(self, action: torch.Tensor) -> StepResult:
-        """Apply one action per env; finished envs restart on a fresh level in the same step."""
+        """Apply one action per env (int64 in ``[0, 4)``, unchecked: no host sync in the hot path);
+        finished envs restart on a fresh level in the same step. ``info`` describes the episodes of
+        this step: where ``done``, the ones that just ended."""
         level = self.level
         moved = self.pos + self.move_offsets.take(action)
         pos = torch.where(self._blocked_flat.take(level * self._num_padded + moved), self.pos, moved)
@@ -197,10 +185,13 @@ class ArrowMazeCore:
             reward=reward,
             terminated=terminated,
             truncated=truncated,
-            episode_length=t,
-            episode_level=level,
-            first_end_step=first_end,
-            first_arrow_step=first_arrow,
+            info={
+                "success": terminated,
+                "episode_length": t,
+                "level": level,
+                "first_end_step": first_end,
+                "first_arrow_step": first_arrow,
+            },
         )
 
     # ----------------------------------------------------------- observation
@@ -210,9 +201,15 @@ class ArrowMazeCore:
             return self._renderer.frames(self.tile_ids(level, pos), self.canvas.size)
         obs = self._static.index_select(0, level)
         n = level.shape[0]
-        agent = self._canvas_index.take(pos) + self._row_offset[:n]
+        row_offset = self._row_offset if n == self.num_envs else self._agent_offsets(n)
+        agent = self._canvas_index.take(pos) + row_offset
         obs.view(-1).index_fill_(0, agent, 1)
         return obs.view(n, *self.observation_shape)
+
+    def _agent_offsets(self, n: int) -> torch.Tensor:
+        """Flat offset of each env's agent channel in a batch of ``n`` observations."""
+        per_env = len(self.channels) * self.canvas.size**2
+        return torch.arange(n, device=self.device) * per_env + AGENT_CHANNEL * self.canvas.size**2
 
     def final_obs(self) -> torch.Tensor:
         """Last observation of the episodes of the latest step (before any reset)."""
@@ -252,3 +249,18 @@ class ArrowMazeCore:
     def state_dict(self) -> dict[str, Any]:
         """The dynamic state (for tests and debugging)."""
         return {k: getattr(self, k).clone() for k in ("level", "pos", "t", "first_end", "first_arrow")}
+
+
+# ------------------------------------------------------------- gymnasium views
+class ArrowMazeEnv(CoreEnv):
+    """``misgen/ArrowMaze-v0`` as a single gymnasium env (rules and spec: this module's docstring)."""
+
+    core_cls = ArrowMazeCore
+    load_config = staticmethod(load_arrow_maze_config)
+
+
+class ArrowMazeVectorEnv(CoreVectorEnv):
+    """``misgen/ArrowMaze-v0`` as a gymnasium ``VectorEnv`` over one batched core."""
+
+    core_cls = ArrowMazeCore
+    load_config = staticmethod(load_arrow_maze_config)

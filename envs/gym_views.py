@@ -1,14 +1,16 @@
 """Gymnasium views of the batched cores: a single ``Env`` and a ``VectorEnv``, no rules of their own.
 
-Both only convert between numpy and the core's tensors and arrange ``info`` the gymnasium way;
-every rule stays in the core (``envs.arrow_maze``). The single env runs a core of one env on the
-CPU; the vector env runs one core of ``num_envs`` on the configured device and resets finished envs
-in the same step (``AutoresetMode.SAME_STEP``), with their last observation in ``info["final_obs"]``.
+Both only convert between numpy and the core's tensors, check actions, and arrange ``info`` the
+gymnasium way; every rule stays in the core. The single env runs a core of one env on the CPU; the
+vector env runs one core of ``num_envs`` on the configured device and resets finished envs in the
+same step (``AutoresetMode.SAME_STEP``), with their last observation in ``info["final_obs"]``.
+Each environment is a pair of subclasses naming its core class and config loader.
 """
 
 from __future__ import annotations
 
-from typing import Any, ClassVar
+from collections.abc import Callable
+from typing import Any, ClassVar, Protocol
 
 import gymnasium as gym
 import numpy as np
@@ -17,39 +19,30 @@ from gymnasium import spaces
 from gymnasium.vector import AutoresetMode
 from gymnasium.vector.utils import batch_space
 
-from envs.arrow_maze import ArrowMazeCore, StepResult
-from envs.config import ArrowMazeConfig, load_arrow_maze_config
+from envs.core import StepResult
 
 RENDER_MODES = ["rgb_array", "ansi"]
 
 
-def _make_core(
-    distribution: str,
-    num_envs: int,
-    device: str | None,
-    config: ArrowMazeConfig | None,
-    overrides: dict[str, Any],
-) -> ArrowMazeCore:
-    if config is not None and overrides:
-        raise TypeError(f"pass either config= or keyword overrides, not both (got {sorted(overrides)})")
-    cfg = config if config is not None else load_arrow_maze_config(overrides)
-    return ArrowMazeCore(cfg, distribution=distribution, num_envs=num_envs, device=device)
+class Core(Protocol):
+    """What the views need of a batched core (``envs.arrow_maze.ArrowMazeCore`` and its siblings)."""
+
+    cfg: Any
+    device: torch.device
+    num_actions: int
+    observation_shape: tuple[int, ...]
+    level: torch.Tensor
+
+    def reset(self, seed: int | None = None, level_ids: torch.Tensor | None = None) -> torch.Tensor: ...
+    def step(self, action: torch.Tensor) -> StepResult: ...
+    def final_obs(self) -> torch.Tensor: ...
+    def render_rgb(self, index: int = 0, tile_size: int = 16, final: bool = False) -> torch.Tensor: ...
+    def render_ansi(self, index: int = 0, final: bool = False) -> str: ...
 
 
-def _observation_space(core: ArrowMazeCore) -> spaces.Box:
+def _observation_space(core: Core) -> spaces.Box:
     high = 1 if core.cfg.obs_mode == "symbolic" else 255
     return spaces.Box(low=0, high=high, shape=core.observation_shape, dtype=np.uint8)
-
-
-def _episode_info(result: StepResult) -> dict[str, torch.Tensor]:
-    """What an ended (or ongoing) episode reports, as ``(B,)`` tensors."""
-    return {
-        "success": result.terminated,
-        "episode_length": result.episode_length,
-        "level": result.episode_level,
-        "first_end_step": result.first_end_step,
-        "first_arrow_step": result.first_arrow_step,
-    }
 
 
 def _check_render_mode(render_mode: str | None) -> None:
@@ -57,12 +50,29 @@ def _check_render_mode(render_mode: str | None) -> None:
         raise ValueError(f"render_mode={render_mode!r} is not one of {RENDER_MODES}")
 
 
-class ArrowMazeEnv(gym.Env):
-    """``misgen/ArrowMaze-v0`` as a standard single gymnasium environment (see ``envs.arrow_maze``).
+def _check_actions(actions: np.ndarray, num_actions: int) -> None:
+    if actions.size and (actions.min() < 0 or actions.max() >= num_actions):
+        raise ValueError(f"actions must be integers in [0, {num_actions}), got {actions.tolist()}")
+
+
+class _CoreView:
+    """Config handling shared by both views."""
+
+    core_cls: ClassVar[Callable[..., Core]]
+    load_config: ClassVar[Callable[..., Any]]
+
+    def _make_core(self, distribution: str, num_envs: int, device: str | None, config: Any, overrides: dict) -> Core:
+        if config is not None and overrides:
+            raise TypeError(f"pass either config= or keyword overrides, not both (got {sorted(overrides)})")
+        cfg = config if config is not None else type(self).load_config(overrides)
+        return type(self).core_cls(cfg, distribution=distribution, num_envs=num_envs, device=device)
+
+
+class CoreEnv(_CoreView, gym.Env):
+    """A batched core of one env as a standard single gymnasium environment.
 
     Keyword arguments other than ``distribution``, ``render_mode``, ``device`` and ``config`` are
-    overrides of ``configs/env/arrow_maze.yaml`` (e.g. ``base_objective="arrow"``).
-    ``reset(options={"level": i})`` starts on level ``i`` of the distribution's level set.
+    overrides of the env's YAML preset. ``reset(options={"level": i})`` starts on level ``i``.
     """
 
     metadata: ClassVar[dict[str, Any]] = {"render_modes": RENDER_MODES, "render_fps": 8}
@@ -72,11 +82,11 @@ class ArrowMazeEnv(gym.Env):
         distribution: str = "train",
         render_mode: str | None = None,
         device: str = "cpu",
-        config: ArrowMazeConfig | None = None,
+        config: Any = None,
         **overrides: Any,
     ) -> None:
         _check_render_mode(render_mode)
-        self.core = _make_core(distribution, 1, device, config, overrides)
+        self.core = self._make_core(distribution, 1, device, config, overrides)
         self.render_mode = render_mode
         self.observation_space = _observation_space(self.core)
         self.action_space = spaces.Discrete(self.core.num_actions)
@@ -85,23 +95,18 @@ class ArrowMazeEnv(gym.Env):
     def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None) -> tuple[np.ndarray, dict]:
         super().reset(seed=seed)
         level = None if not options or "level" not in options else torch.tensor([int(options["level"])])
-        core_seed = int(self.np_random.integers(2**62))
-        obs = self.core.reset(seed=core_seed, level_ids=level)
+        obs = self.core.reset(seed=int(self.np_random.integers(2**62)), level_ids=level)
         self._ended = False
         return obs[0].cpu().numpy(), {"level": int(self.core.level[0])}
 
     def step(self, action: Any) -> tuple[np.ndarray, float, bool, bool, dict]:
+        _check_actions(np.asarray(action), self.core.num_actions)
         result = self.core.step(torch.as_tensor([int(action)], device=self.core.device))
         self._ended = bool(result.done[0])
         obs = self.core.final_obs() if self._ended else result.obs
-        info = {k: v[0].item() for k, v in _episode_info(result).items()}
-        return (
-            obs[0].cpu().numpy(),
-            float(result.reward[0]),
-            bool(result.terminated[0]),
-            bool(result.truncated[0]),
-            info,
-        )
+        info = {key: value[0].item() for key, value in result.info.items()}
+        reward, terminated, truncated = float(result.reward[0]), bool(result.terminated[0]), bool(result.truncated[0])
+        return obs[0].cpu().numpy(), reward, terminated, truncated, info
 
     def render(self) -> np.ndarray | str | None:
         if self.render_mode == "rgb_array":
@@ -111,11 +116,12 @@ class ArrowMazeEnv(gym.Env):
         return None
 
 
-class ArrowMazeVectorEnv(gym.vector.VectorEnv):
-    """``num_envs`` arrow mazes as one gymnasium ``VectorEnv`` over the batched core.
+class CoreVectorEnv(_CoreView, gym.vector.VectorEnv):
+    """``num_envs`` envs of one batched core as a gymnasium ``VectorEnv``.
 
-    ``reset(options={"level": [i0, i1, ...]})`` starts env k on level ``i_k``. Actions may be a
-    numpy array or a tensor; observations and infos come back as numpy arrays.
+    ``reset(options={"level": [i0, i1, ...]})`` starts env k on level ``i_k`` (a single int: all
+    envs on that level). ``reset(seed=[...])`` seeds with the first seed: one core has one generator.
+    Actions may be a numpy array or a tensor; observations and infos come back as numpy arrays.
     """
 
     metadata: ClassVar[dict[str, Any]] = {
@@ -130,11 +136,11 @@ class ArrowMazeVectorEnv(gym.vector.VectorEnv):
         distribution: str = "train",
         render_mode: str | None = None,
         device: str | None = None,
-        config: ArrowMazeConfig | None = None,
+        config: Any = None,
         **overrides: Any,
     ) -> None:
         _check_render_mode(render_mode)
-        self.core = _make_core(distribution, num_envs, device, config, overrides)
+        self.core = self._make_core(distribution, num_envs, device, config, overrides)
         self.num_envs = num_envs
         self.render_mode = render_mode
         self.single_observation_space = _observation_space(self.core)
@@ -147,33 +153,30 @@ class ArrowMazeVectorEnv(gym.vector.VectorEnv):
         self, *, seed: int | list[int] | None = None, options: dict[str, Any] | None = None
     ) -> tuple[np.ndarray, dict]:
         if isinstance(seed, list):
-            seed = seed[0]  # one core, one generator: the first seed seeds the batch
+            seed = seed[0]
         super().reset(seed=seed)
-        core_seed = int(self.np_random.integers(2**62))
         level = None if not options or "level" not in options else torch.as_tensor(options["level"])
-        obs = self.core.reset(seed=core_seed, level_ids=level)
-        self._ended[:] = False
+        obs = self.core.reset(seed=int(self.np_random.integers(2**62)), level_ids=level)
+        self._ended = np.zeros(self.num_envs, dtype=bool)
         return obs.cpu().numpy(), {}
 
     def step(self, actions: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, dict]:
-        result = self.core.step(
-            torch.as_tensor(
-                np.asarray(actions) if not torch.is_tensor(actions) else actions, device=self.core.device
-            ).long()
-        )
-        done = result.done.cpu().numpy()
+        host = actions.cpu().numpy() if torch.is_tensor(actions) else np.asarray(actions)
+        _check_actions(host, self.core.num_actions)
+        result = self.core.step(torch.as_tensor(host, dtype=torch.long, device=self.core.device))
+        done = result.done.cpu().numpy().copy()
         self._ended = done
         infos: dict[str, Any] = {}
         if done.any():
             final_obs = self.core.final_obs().cpu().numpy()
             objects = np.full(self.num_envs, None, dtype=object)
             for i in np.flatnonzero(done):
-                objects[i] = final_obs[i]
-            infos["final_obs"], infos["_final_obs"] = objects, done
+                objects[i] = final_obs[i].copy()
+            infos["final_obs"], infos["_final_obs"] = objects, done.copy()
             final_info: dict[str, np.ndarray] = {}
-            for key, value in _episode_info(result).items():
-                final_info[key], final_info["_" + key] = value.cpu().numpy(), done
-            infos["final_info"], infos["_final_info"] = final_info, done
+            for key, value in result.info.items():
+                final_info[key], final_info["_" + key] = value.cpu().numpy().copy(), done.copy()
+            infos["final_info"], infos["_final_info"] = final_info, done.copy()
         return (
             result.obs.cpu().numpy(),
             result.reward.cpu().numpy(),

@@ -8,7 +8,8 @@ cell, chosen uniformly among the ``2h + 2w`` wall segments of the boundary.
 
 Generation runs the Aldous-Broder random walk for a whole batch of mazes at once (each maze its
 own size). Its first-entrance edges form a uniformly random spanning tree; a step that would
-leave the maze holds instead, which leaves the jump chain (and so the tree) unchanged.
+leave the maze holds instead, which leaves the jump chain (and so the tree) unchanged. Draws come
+from ``envs.level_random``, so each maze depends only on its own level id.
 """
 
 from __future__ import annotations
@@ -16,6 +17,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
+
+from envs.level_random import EXIT, WALK, WALK_START, LevelRandom, draw
 
 # (dr, dc) of the four walk directions.
 _DR = torch.tensor([-1, 0, 1, 0])
@@ -78,7 +81,7 @@ class Mazes:
         return torch.where(self.cell_mask(), dist, -1)
 
 
-def generate_mazes(heights: torch.Tensor, widths: torch.Tensor, generator: torch.Generator) -> Mazes:
+def generate_mazes(heights: torch.Tensor, widths: torch.Tensor, rand: LevelRandom) -> Mazes:
     """Uniformly random perfect mazes of the given sizes (in cells), with a random exit. CPU tensors."""
     if heights.shape != widths.shape or heights.dim() != 1:
         raise ValueError("heights and widths must be 1-d tensors of the same length")
@@ -90,18 +93,17 @@ def generate_mazes(heights: torch.Tensor, widths: torch.Tensor, generator: torch
     open_right = torch.zeros((n, max_h, max_w), dtype=torch.bool)
     visited = torch.zeros((n, max_h * max_w), dtype=torch.bool)
 
-    def uniform_int(high: torch.Tensor) -> torch.Tensor:
-        return (torch.rand(high.shape, generator=generator) * high).long().clamp_max(high - 1)
-
-    r, c = uniform_int(heights), uniform_int(widths)
+    start = rand.integers(0, heights * widths, WALK_START)
+    r, c = start // widths, start % widths
     ids = torch.arange(n)
     visited[ids, r * max_w + c] = True
     remaining = heights * widths - 1
     active = ids[remaining > 0]
-    r, c, h, w, remaining = r[active], c[active], heights[active], widths[active], remaining[active]
+    walk = rand.stream(WALK)
+    r, c, h, w, remaining, walk = (t[active] for t in (r, c, heights, widths, remaining, walk))
     step = 0
     while active.numel() > 0:
-        d = torch.randint(0, 4, active.shape, generator=generator)
+        d = (draw(walk, step) * 4).long()
         nr, nc = r + _DR[d], c + _DC[d]
         inside = (nr >= 0) & (nr < h) & (nc >= 0) & (nc < w)
         nr, nc = torch.where(inside, nr, r), torch.where(inside, nc, c)
@@ -119,10 +121,10 @@ def generate_mazes(heights: torch.Tensor, widths: torch.Tensor, generator: torch
         step += 1
         if step % 8 == 0:
             keep = remaining > 0
-            active, r, c, h, w, remaining = (t[keep] for t in (active, r, c, h, w, remaining))
+            active, r, c, h, w, remaining, walk = (t[keep] for t in (active, r, c, h, w, remaining, walk))
 
     # Exit: a uniformly random segment of the boundary wall; 2w on top/bottom, 2h on left/right.
-    k = uniform_int(2 * heights + 2 * widths)
+    k = rand.integers(0, 2 * heights + 2 * widths, EXIT)
     top, bottom, left = k < widths, (k >= widths) & (k < 2 * widths), (k >= 2 * widths) & (k < 2 * widths + heights)
     right = k >= 2 * widths + heights
     cr = torch.where(

@@ -9,20 +9,19 @@ from __future__ import annotations
 
 import functools
 import zlib
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 
 import torch
 
 from envs.config import ArrowMazeConfig, ConfigError
 from envs.grid import Canvas
+from envs.layout import END, TensorBatch, place_on_canvas, time_limits
+from envs.level_random import ARROW, ARROW_RANDOM, SIZE_H, SIZE_W, START, LevelRandom
 from envs.maze_gen import generate_mazes
-
-# Tile kinds of the static map (what is under the agent and the arrow).
-FLOOR, WALL, END = 0, 1, 2
 
 
 @dataclass
-class MazeLevels:
+class MazeLevels(TensorBatch):
     """A bank of N arrow-maze levels. Positions are padded flat indices (see ``envs.grid``)."""
 
     tiles: torch.Tensor  # (N, S, S) uint8: FLOOR / WALL / END (outside the maze is FLOOR, impassable)
@@ -34,18 +33,9 @@ class MazeLevels:
     size: torch.Tensor  # (N, 2) int64 maze height and width in cells
     start_distance: torch.Tensor  # (N,) int64 shortest path from start to end, in moves
 
-    def __len__(self) -> int:
-        return self.start.shape[0]
-
     @property
     def arrow_on_end(self) -> torch.Tensor:
         return self.arrow == self.end
-
-    def to(self, device: torch.device | str) -> MazeLevels:
-        return MazeLevels(**{f.name: getattr(self, f.name).to(device) for f in fields(self)})
-
-    def subset(self, index: torch.Tensor) -> MazeLevels:
-        return MazeLevels(**{f.name: getattr(self, f.name)[index] for f in fields(self)})
 
 
 def distribution_seed(level_seed: int, distribution: str) -> int:
@@ -88,13 +78,22 @@ class LevelSpec:
 
 
 def generate_maze_levels(spec: LevelSpec, num: int | None = None) -> MazeLevels:
-    """The first ``num`` (default: all ``spec.num_levels``) levels of a level set, on the CPU."""
+    """The first ``num`` (default: all ``spec.num_levels``) levels of a level set, on the CPU.
+
+    Level ``i`` is the same whatever ``num`` is, so level sets of different sizes are nested.
+    """
     num = spec.num_levels if num is None else num
+    return generate_maze_levels_by_id(spec, torch.arange(num))
+
+
+def generate_maze_levels_by_id(spec: LevelSpec, ids: torch.Tensor) -> MazeLevels:
+    """Levels ``ids`` of the level stream of ``spec`` (each depends only on its own id), on the CPU."""
+    num = ids.shape[0]
     canvas = Canvas(spec.canvas)
-    g = torch.Generator().manual_seed(spec.seed)
-    heights = torch.randint(spec.min_size, spec.max_size + 1, (num,), generator=g)
-    widths = torch.randint(spec.min_size, spec.max_size + 1, (num,), generator=g)
-    mazes = generate_mazes(heights, widths, g)
+    rand = LevelRandom(spec.seed, ids)
+    heights = rand.integers(spec.min_size, spec.max_size + 1, SIZE_H)
+    widths = rand.integers(spec.min_size, spec.max_size + 1, SIZE_W)
+    mazes = generate_mazes(heights, widths, rand)
     open_tiles = mazes.open_tiles()  # (N, 2H+1, 2W+1), maze tile grid
     cells = mazes.cell_mask()
     cell_dist = mazes.cell_distances()
@@ -110,11 +109,11 @@ def generate_maze_levels(spec: LevelSpec, num: int | None = None) -> MazeLevels:
             f"min_start_distance={spec.min_start_distance} is impossible for distribution "
             f"{spec.distribution!r}: some of its mazes have no cell farther than {worst} moves from the exit"
         )
-    start_cell = _uniform_choice(eligible.flatten(1), g)
+    start_cell = rand.choice(eligible.flatten(1), START)
     start_dist = move_dist.flatten(1)[rows, start_cell]
 
     # Arrow: on the exit, or on a uniformly random cell other than the start.
-    arrow_random = torch.rand(num, generator=g) < spec.p_arrow_random
+    arrow_random = rand.uniform(ARROW_RANDOM) < spec.p_arrow_random
     not_start = cells.flatten(1).clone()
     not_start[rows, start_cell] = False
     if bool((arrow_random & ~not_start.any(1)).any()):
@@ -122,41 +121,33 @@ def generate_maze_levels(spec: LevelSpec, num: int | None = None) -> MazeLevels:
             f"distribution {spec.distribution!r} places arrows at random but min_size={spec.min_size} allows "
             "1-cell mazes, which have no cell for the arrow besides the start; use min_size >= 2"
         )
-    arrow_cell = _uniform_choice(not_start, g)
+    arrow_cell = rand.choice(not_start, ARROW)
 
-    # Placement of the maze's tile grid on the canvas.
-    th, tw = 2 * heights + 1, 2 * widths + 1
-    room_y, room_x = canvas.size - th, canvas.size - tw
-    if spec.placement == "center":
-        oy, ox = room_y // 2, room_x // 2
-    else:
-        oy = (torch.rand(num, generator=g) * (room_y + 1)).long().clamp_max(room_y)
-        ox = (torch.rand(num, generator=g) * (room_x + 1)).long().clamp_max(room_x)
-
-    # Static map on the canvas: gather each canvas tile from the maze grid.
-    ys = torch.arange(canvas.size)[None, :, None] - oy[:, None, None]
-    xs = torch.arange(canvas.size)[None, None, :] - ox[:, None, None]
-    inside = (ys >= 0) & (ys < th[:, None, None]) & (xs >= 0) & (xs < tw[:, None, None])
-    gy = ys.clamp(0, open_tiles.shape[1] - 1)
-    gx = xs.clamp(0, open_tiles.shape[2] - 1)
-    walkable = inside & open_tiles[rows[:, None, None], gy, gx]
-    tiles = torch.where(inside & ~walkable, WALL, FLOOR).to(torch.uint8)
+    placed = place_on_canvas(open_tiles, 2 * heights + 1, 2 * widths + 1, canvas, spec.placement, rand)
+    tiles = placed.tiles
 
     def cell_pos(cell: torch.Tensor) -> torch.Tensor:
         r, c = cell // mazes.max_w, cell % mazes.max_w
-        return canvas.to_padded(oy + 2 * r + 1, ox + 2 * c + 1)
+        return placed.to_padded(canvas, 2 * r + 1, 2 * c + 1)
 
-    end = canvas.to_padded(oy + mazes.exit_tile[:, 0], ox + mazes.exit_tile[:, 1])
+    end = placed.to_padded(canvas, mazes.exit_tile[:, 0], mazes.exit_tile[:, 1])
     ey, ex = canvas.to_yx(end)
     tiles[rows, ey, ex] = END
     arrow = torch.where(arrow_random, cell_pos(arrow_cell), end)
-    if spec.max_steps is not None:
-        max_steps = torch.full((num,), spec.max_steps, dtype=torch.long)
-    else:
-        max_steps = torch.ceil(spec.max_steps_per_cell * (heights * widths).double()).long()
+    max_steps = time_limits(spec.max_steps, spec.max_steps_per_cell, heights * widths)
+    if bool((max_steps < start_dist).any()):
+        key = (
+            f"max_steps={spec.max_steps}"
+            if spec.max_steps is not None
+            else f"max_steps_per_cell={spec.max_steps_per_cell}"
+        )
+        raise ConfigError(
+            f"{key} leaves some levels of {spec.distribution!r} unsolvable: their start is farther from the end "
+            "than the time limit allows"
+        )
     return MazeLevels(
         tiles=tiles,
-        blocked=canvas.pad(~walkable, value=True),
+        blocked=placed.blocked,
         start=cell_pos(start_cell),
         end=end,
         arrow=arrow,
@@ -170,9 +161,3 @@ def generate_maze_levels(spec: LevelSpec, num: int | None = None) -> MazeLevels:
 def level_set(spec: LevelSpec, device: str) -> MazeLevels:
     """The whole level set of ``spec`` on ``device``, generated once per process and shared."""
     return generate_maze_levels(spec).to(device)
-
-
-def _uniform_choice(mask: torch.Tensor, g: torch.Generator) -> torch.Tensor:
-    """Per row, a uniformly random column index among the True entries of ``mask`` (N, K)."""
-    scores = torch.rand(mask.shape, generator=g)
-    return torch.where(mask, scores, -1.0).argmax(dim=1)

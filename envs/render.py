@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from envs.maze_levels import END, FLOOR, WALL
+from envs.layout import END, FLOOR, WALL
 
 ARROW_BIT, AGENT_BIT = 4, 8
 NUM_TILE_IDS = 16

@@ -55,9 +55,9 @@ def run_oracle(core: ArrowMazeCore, goal: str, num: int, record: int | None = No
         r = core.step(shortest_path_action(core, env_dist))
         ended = r.done & ~done
         success |= ended & r.terminated
-        end_reached |= ended & (r.first_end_step >= 0)
-        arrow_reached |= ended & (r.first_arrow_step >= 0)
-        length = torch.where(ended, r.episode_length, length)
+        end_reached |= ended & (r.info["first_end_step"] >= 0)
+        arrow_reached |= ended & (r.info["first_arrow_step"] >= 0)
+        length = torch.where(ended, r.info["episode_length"], length)
         if frames is not None and bool(ended[record]):
             frames.append(core.render_rgb(record, final=True).cpu().numpy())
         done |= r.done

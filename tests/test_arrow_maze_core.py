@@ -31,7 +31,7 @@ def test_shortest_path_agent_reaches_the_end_on_every_train_level():
         r = core.step(shortest_path_action(core, dist[core.level]))
         first = r.done & ~done
         assert bool(r.terminated[first].all()), "an oracle episode ended without reaching the end"
-        length[first] = r.episode_length[first]
+        length[first] = r.info["episode_length"][first]
         done |= r.done
         if bool(done.all()):
             break
@@ -62,8 +62,8 @@ def test_reaching_the_arrow_off_the_end_does_not_terminate_but_is_recorded(cfg):
         r = core.step(shortest_path_action(core, dist[core.level]))
         en_route = k <= expected
         assert not bool(r.terminated[en_route].any()), "the arrow is not the base objective"
-        reached = (r.first_arrow_step > 0) & (seen < 0)
-        seen[reached] = r.first_arrow_step[reached]
+        reached = (r.info["first_arrow_step"] > 0) & (seen < 0)
+        seen[reached] = r.info["first_arrow_step"][reached]
     assert torch.equal(seen, expected)
 
 
@@ -73,8 +73,8 @@ def test_flipped_experiment_rewards_the_arrow_and_not_the_end():
     to_end = distance_maps(core, core.levels.end)
     reached_end = 0
     for r in _run_oracle(core, to_end, 200):
-        at_arrow_now = r.first_arrow_step == r.episode_length
-        at_end_now = r.first_end_step == r.episode_length
+        at_arrow_now = r.info["first_arrow_step"] == r.info["episode_length"]
+        at_end_now = r.info["first_end_step"] == r.info["episode_length"]
         assert torch.equal(r.terminated, at_arrow_now)  # the arrow, and only the arrow, ends it
         assert bool((r.reward[at_end_now & ~at_arrow_now] == 0).all())
         reached_end += int((at_end_now & ~at_arrow_now).sum())
@@ -86,13 +86,24 @@ def test_flipped_experiment_rewards_the_arrow_and_not_the_end():
 
 
 def test_time_limit_truncates_and_is_not_termination():
-    cfg = small_config(max_steps=5)
-    core = ArrowMazeCore(cfg, "shift_size", num_envs=16, seed=4)
-    for _ in range(5):
-        r = core.step(torch.zeros(16, dtype=torch.long))
-    assert bool(r.truncated.all()) and not bool(r.terminated.any())
-    assert bool((r.episode_length == 5).all())
+    cfg = small_config(max_steps=80)  # above every train level's start distance (at most 71)
+    core = ArrowMazeCore(cfg, "train", num_envs=64, seed=4)
+    dist = distance_maps(core, core.levels.end)
+    for _ in range(80):
+        # Flee the end: the farthest open neighbour. The exit cell always has another neighbour,
+        # so this agent never steps onto the end.
+        env_dist = dist[core.level]
+        d = env_dist.gather(1, core.pos[:, None] + core.move_offsets[None, :])
+        r = core.step(d.argmax(dim=1))
+        assert not bool(r.terminated.any())
+    assert bool(r.truncated.all())
+    assert bool((r.info["episode_length"] == 80).all())
     assert bool((core.t == 0).all())
+
+
+def test_time_limit_below_a_start_distance_is_an_impossible_layout():
+    with pytest.raises(ConfigError, match="max_steps=5 leaves some levels of 'shift_size' unsolvable"):
+        ArrowMazeCore(small_config(max_steps=5), "shift_size", num_envs=1)
 
 
 def test_walls_block_moves_and_the_agent_never_stands_on_a_blocked_tile(cfg):
@@ -122,7 +133,7 @@ def test_finished_envs_restart_in_the_same_step_and_final_obs_shows_the_last_sta
     assert torch.equal(core.pos[d], core.levels.start[core.level[d]])
     final = core.final_obs()
     agent_final = final[:, 1].flatten(1).argmax(1)
-    end_canvas = core._canvas_index[core.levels.end[r.episode_level]]
+    end_canvas = core._canvas_index[core.levels.end[r.info["level"]]]
     assert torch.equal(agent_final[d], end_canvas[d])
     # For envs that did not finish, the final observation is the current one.
     assert torch.equal(final[~d], r.obs[~d])

@@ -26,4 +26,4 @@ def test_cuda_core_matches_cpu_core_step_for_step(obs_mode):
         assert torch.equal(a.done, b.done.cpu())
         assert torch.equal(a.obs[live], b.obs.cpu()[live])
         assert torch.equal(a.reward, b.reward.cpu())
-        assert torch.equal(a.first_arrow_step, b.first_arrow_step.cpu())
+        assert torch.equal(a.info["first_arrow_step"], b.info["first_arrow_step"].cpu())

@@ -11,8 +11,10 @@ from hypothesis import strategies as st
 
 from envs.config import ConfigError
 from envs.grid import UNREACHABLE, Canvas, bfs_distances
+from envs.layout import END, FLOOR, WALL
+from envs.level_random import SIZE_H, SIZE_W, LevelRandom
 from envs.maze_gen import generate_mazes
-from envs.maze_levels import END, FLOOR, WALL, LevelSpec, generate_maze_levels
+from envs.maze_levels import LevelSpec, generate_maze_levels, generate_maze_levels_by_id
 from tests.conftest import small_config
 
 sizes = st.tuples(st.integers(2, 9), st.integers(0, 3)).map(lambda t: (t[0], t[0] + t[1]))
@@ -30,11 +32,11 @@ def _levels(seed: int, lo: int, hi: int, placement: str = "random", n: int = 24,
 
 @given(seed=st.integers(0, 2**31), size=sizes)
 def test_every_maze_is_a_spanning_tree_of_its_cells(seed, size):
-    g = torch.Generator().manual_seed(seed)
     n = 16
-    h = torch.randint(size[0], size[1] + 1, (n,), generator=g)
-    w = torch.randint(size[0], size[1] + 1, (n,), generator=g)
-    mazes = generate_mazes(h, w, g)
+    rand = LevelRandom(seed, torch.arange(n))
+    h = rand.integers(size[0], size[1] + 1, SIZE_H)
+    w = rand.integers(size[0], size[1] + 1, SIZE_W)
+    mazes = generate_mazes(h, w, rand)
     passages = mazes.open_down.sum((1, 2)) + mazes.open_right.sum((1, 2))
     assert torch.equal(passages, h * w - 1)  # a tree has cells - 1 edges ...
     dist = mazes.cell_distances()
@@ -130,10 +132,9 @@ def test_p_decorrelate_is_the_fraction_of_train_levels_with_the_arrow_elsewhere(
 
 def test_levels_are_uniform_spanning_trees():
     # The 2x2 grid of cells has exactly 4 spanning trees (drop one edge of the 4-cycle).
-    g = torch.Generator().manual_seed(0)
     n = 8000
     ones = torch.full((n,), 2)
-    mazes = generate_mazes(ones, ones, g)
+    mazes = generate_mazes(ones, ones, LevelRandom(0, torch.arange(n)))
     key = torch.cat([mazes.open_down[:, 0, :], mazes.open_right[:, :, 0]], dim=1)
     counts = collections.Counter(tuple(k) for k in key.tolist())
     assert len(counts) == 4
@@ -177,3 +178,19 @@ def test_random_arrow_in_one_cell_mazes_is_an_impossible_layout():
     )
     with pytest.raises(ConfigError, match="min_size=1"):
         generate_maze_levels(LevelSpec.of(cfg, "tiny"))
+
+
+def test_level_sets_of_different_sizes_are_nested(cfg):
+    spec = LevelSpec.of(cfg, "shift_both")
+    small, large = generate_maze_levels(spec, 8), generate_maze_levels(spec, 64)
+    for name in ("tiles", "blocked", "start", "end", "arrow", "max_steps"):
+        assert torch.equal(getattr(small, name), getattr(large, name)[:8])
+
+
+def test_a_level_can_be_regenerated_alone_by_id(cfg):
+    spec = LevelSpec.of(cfg, "train")
+    bank = generate_maze_levels(spec, 40)
+    ids = torch.tensor([37, 5, 20])
+    alone = generate_maze_levels_by_id(spec, ids)
+    for name in ("tiles", "blocked", "start", "end", "arrow"):
+        assert torch.equal(getattr(alone, name), getattr(bank, name)[ids])

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from envs.maze_levels import END, FLOOR, WALL
+from envs.layout import END, FLOOR, WALL
 from envs.render import AGENT_BIT, AGENT_RGB, ARROW_BIT, ARROW_RGB, build_atlas, save_episode
 
 
