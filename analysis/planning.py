@@ -10,6 +10,7 @@ import torch
 
 from envs.arrow_maze import ArrowMazeCore
 from envs.grid import bfs_distances
+from envs.keys_chests import KeysChestsCore
 
 
 def distance_maps(core: ArrowMazeCore, targets: torch.Tensor, level_ids: torch.Tensor | None = None) -> torch.Tensor:
@@ -22,7 +23,7 @@ def distance_maps(core: ArrowMazeCore, targets: torch.Tensor, level_ids: torch.T
     return bfs_distances(core.levels.blocked[level_ids], targets[level_ids], core.canvas.padded)
 
 
-def shortest_path_action(core: ArrowMazeCore, env_dist: torch.Tensor) -> torch.Tensor:
+def shortest_path_action(core: ArrowMazeCore | KeysChestsCore, env_dist: torch.Tensor) -> torch.Tensor:
     """Per env, an action that moves one step closer on ``env_dist``, the ``(B, P)`` distance map of
     each env's current level.
 
@@ -36,3 +37,26 @@ def shortest_path_action(core: ArrowMazeCore, env_dist: torch.Tensor) -> torch.T
     at_target = env_dist.gather(1, core.pos[:, None])[:, 0] == 0
     stay = at_target & blocked.any(dim=1)
     return torch.where(stay, blocked.to(torch.uint8).argmax(dim=1), toward)
+
+
+def object_tiles(core: KeysChestsCore, positions: torch.Tensor, present: torch.Tensor) -> torch.Tensor:
+    """``(B, P)`` bool: the padded tiles of the present objects of each env (``positions``, ``present``: ``(B, K)``)."""
+    mask = torch.zeros((positions.shape[0], core.canvas.num_padded), dtype=torch.bool, device=positions.device)
+    mask.scatter_(1, positions, present)
+    mask[:, 0] = False  # the slot of missing objects
+    return mask
+
+
+def keys_chests_planner_action(core: KeysChestsCore) -> torch.Tensor:
+    """A scripted planner for keys and chests: with a key in hand, walk to the nearest closed chest;
+    otherwise to the nearest key. Every key it takes opens a chest, so it opens every openable chest.
+    (It is greedy, not the shortest tour.)"""
+    lv, level = core.levels, core.level
+    keys = lv.keys.index_select(0, level)
+    chests = lv.chests.index_select(0, level)
+    key_left = ~core.key_taken & (core._key_slots < lv.num_keys.take(level)[:, None])
+    chest_left = ~core.chest_open & (core._chest_slots < lv.num_chests.take(level)[:, None])
+    to_chest = (core.inventory > 0) & chest_left.any(dim=1)
+    targets = torch.where(to_chest[:, None], object_tiles(core, chests, chest_left), object_tiles(core, keys, key_left))
+    dist = bfs_distances(lv.blocked.index_select(0, level), targets, core.canvas.padded)
+    return shortest_path_action(core, dist)

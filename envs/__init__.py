@@ -9,7 +9,10 @@ from __future__ import annotations
 from gymnasium.envs.registration import register, registry
 
 # One explicit list of the suite's environments: (id, single entry point, vector entry point).
-ENVIRONMENTS = (("misgen/ArrowMaze-v0", "envs.arrow_maze:ArrowMazeEnv", "envs.arrow_maze:ArrowMazeVectorEnv"),)
+ENVIRONMENTS = (
+    ("misgen/ArrowMaze-v0", "envs.arrow_maze:ArrowMazeEnv", "envs.arrow_maze:ArrowMazeVectorEnv"),
+    ("misgen/KeysChests-v0", "envs.keys_chests:KeysChestsEnv", "envs.keys_chests:KeysChestsVectorEnv"),
+)
 
 
 def _register_all() -> None:

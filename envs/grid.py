@@ -65,17 +65,20 @@ def bfs_distances(blocked: torch.Tensor, source: torch.Tensor, width: int) -> to
     """Shortest-path distance in moves from ``source`` to every tile, for a batch of grids.
 
     ``blocked``: ``(N, P)`` bool, a flattened grid of row width ``width`` whose border tiles are all
-    blocked (so flat shifts never wrap onto an open tile). ``source``: ``(N,)`` flat indices.
-    Returns ``(N, P)`` int64 distances, ``UNREACHABLE`` (-1) for blocked or unreachable tiles.
-    Exact BFS as a frontier expansion on tensors: one iteration per distance layer.
+    blocked (so flat shifts never wrap onto an open tile). ``source``: ``(N,)`` flat indices, or an
+    ``(N, P)`` bool mask of sources (the distance to the nearest one). Returns ``(N, P)`` int64
+    distances, ``UNREACHABLE`` (-1) for blocked or unreachable tiles. Exact BFS as a frontier
+    expansion on tensors: one iteration per distance layer.
     """
     n, num = blocked.shape
     open_ = ~blocked
-    rows = torch.arange(n, device=blocked.device)
     dist = torch.full((n, num), UNREACHABLE, dtype=torch.long, device=blocked.device)
-    frontier = torch.zeros((n, num), dtype=torch.bool, device=blocked.device)
-    frontier[rows, source] = True
-    frontier &= open_
+    if source.dtype == torch.bool:
+        frontier = source & open_
+    else:
+        frontier = torch.zeros((n, num), dtype=torch.bool, device=blocked.device)
+        frontier[torch.arange(n, device=blocked.device), source] = True
+        frontier &= open_
     seen = frontier.clone()
     d = 0
     while bool(frontier.any()):

@@ -50,15 +50,16 @@ class Mazes:
         c = torch.arange(self.max_w)[None, None, :]
         return (r < self.heights[:, None, None]) & (c < self.widths[:, None, None])
 
-    def open_tiles(self) -> torch.Tensor:
-        """``(N, 2 max_h + 1, 2 max_w + 1)`` bool: open tiles of each maze, the exit included."""
+    def open_tiles(self, include_exit: bool = True) -> torch.Tensor:
+        """``(N, 2 max_h + 1, 2 max_w + 1)`` bool: open tiles of each maze (and its exit)."""
         n = self.heights.shape[0]
         tiles = torch.zeros((n, 2 * self.max_h + 1, 2 * self.max_w + 1), dtype=torch.bool)
         tiles[:, 1::2, 1::2] = self.cell_mask()
         # Passages are never carved across a maze's own boundary, so these stay inside each maze.
         tiles[:, 2::2, 1::2] = self.open_down
         tiles[:, 1::2, 2::2] = self.open_right
-        tiles[torch.arange(n), self.exit_tile[:, 0], self.exit_tile[:, 1]] = True
+        if include_exit:
+            tiles[torch.arange(n), self.exit_tile[:, 0], self.exit_tile[:, 1]] = True
         return tiles
 
     def cell_distances(self) -> torch.Tensor:

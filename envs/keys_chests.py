@@ -1,0 +1,347 @@
+"""Keys and chests: every rule of the environment, as one batched torch core.
+
+## Description
+A room with scattered wall blocks (``layout: room``) or a perfect maze (``layout: maze``) holds
+keys and chests. Stepping onto a key picks it up into the inventory (unbounded). Stepping onto a
+closed chest while holding a key opens it and consumes the key. Without a key the chest stays
+closed (the agent may stand on it). In training keys are scarce and chests plentiful, so
+collecting keys is always right; under ``shift_ratio`` keys are plentiful, and an agent that
+learned "collect keys" rather than "open chests" hoards keys it can never use.
+
+## Actions
+``Discrete(4)``: 0 up, 1 right, 2 down, 3 left. A move into a wall is a no-op.
+
+## Observation
+``symbolic`` (default): ``uint8`` one-hot channels ``(5, S, S)``: wall, agent, key, chest (closed),
+inventory. The inventory channel lights the first ``min(keys held, S)`` tiles of its top row, so
+the agent can see whether it already holds enough keys. ``rgb``: pixels ``((S+1)*t, S*t, 3)``, the
+canvas plus a bottom row showing the keys held.
+
+## Rewards
++1 per chest opened, minus ``step_penalty`` every step and ``key_penalty`` per key picked up.
+
+## Termination and truncation
+Terminated when every chest is open. Truncated at the level's time limit (``max_steps``, or
+``ceil(max_steps_per_cell * cells)``).
+
+## Hidden chests
+With ``hidden_chests: true`` each level also holds chests drawn like the visible ones that are
+absent from the observation and the reward: a probe of whether the policy seeks chests. Visits are
+recorded in ``info`` only.
+
+## Info (per ended episode; ``B``-vectors)
+``success`` (every openable chest opened), ``chests_opened``, ``openable`` (``min(keys, chests)``),
+``keys_picked_up``, ``excess_keys`` (keys picked up beyond ``openable``: beyond any use),
+``keys_after_openable`` (keys picked up once every openable chest was open), ``first_key_step``,
+``first_chest_step`` (-1 if never), ``hidden_chests_visited``, ``episode_length``, ``level``.
+
+## Batched core
+State is a few ``(B,)`` and ``(B, slots)`` tensors; walls and object positions live in a level
+bank on the device. ``step`` applies the rules, resets finished envs from the bank in the same
+step and builds the next observation, with no Python loop over envs and no host-device copy.
+
+## Registered configurations
+``misgen/KeysChests-v0`` with ``distribution`` one of the presets of ``configs/env/keys_chests.yaml``:
+``train``, ``shift_ratio``, ``shift_size``, ``shift_both``.
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Any
+
+import torch
+
+from envs.config import KeysChestsConfig, load_keys_chests_config
+from envs.core import StepResult
+from envs.devices import resolve_device
+from envs.grid import NUM_ACTIONS, Canvas
+from envs.gym_views import CoreEnv, CoreVectorEnv
+from envs.keys_chests_levels import KeysChestsLevels, KeysChestsSpec, keys_chests_level_set
+from envs.layout import WALL
+
+CHANNELS = ("wall", "agent", "key", "chest", "inventory")
+WALL_CHANNEL, AGENT_CHANNEL, KEY_CHANNEL, CHEST_CHANNEL, INVENTORY_CHANNEL = range(5)
+NOT_YET = -1
+
+
+@functools.lru_cache(maxsize=16)
+def _static_symbolic(spec: KeysChestsSpec, device: str) -> torch.Tensor:
+    """``(N, 5, S*S)`` uint8 per level: walls and every key and chest in place, no agent."""
+    levels = keys_chests_level_set(spec, device)
+    canvas = Canvas(spec.canvas)
+    obs = torch.zeros((len(levels), len(CHANNELS), spec.canvas**2), dtype=torch.uint8, device=device)
+    obs[:, WALL_CHANNEL] = (levels.tiles == WALL).flatten(1)
+    rows = torch.arange(len(levels), device=device)[:, None]
+    for channel, positions in ((KEY_CHANNEL, levels.keys), (CHEST_CHANNEL, levels.chests)):
+        present = (torch.arange(positions.shape[1], device=device) < _count(levels, channel)[:, None]).to(torch.uint8)
+        obs[rows, channel, canvas.to_canvas_flat(positions).clamp(0)] = present
+    return obs
+
+
+def _count(levels: KeysChestsLevels, channel: int) -> torch.Tensor:
+    return levels.num_keys if channel == KEY_CHANNEL else levels.num_chests
+
+
+class KeysChestsCore:
+    """A batch of ``num_envs`` keys-and-chests envs of one distribution, stepped together on one device."""
+
+    def __init__(
+        self,
+        cfg: KeysChestsConfig | None = None,
+        distribution: str = "train",
+        num_envs: int = 1,
+        seed: int | None = None,
+        device: torch.device | str | None = None,
+    ) -> None:
+        self.cfg = (cfg if cfg is not None else load_keys_chests_config()).validate()
+        if num_envs < 1:
+            raise ValueError(f"num_envs={num_envs} must be >= 1")
+        self.distribution = distribution
+        self.num_envs = num_envs
+        self.device = resolve_device(device if device is not None else self.cfg.device)
+        self.canvas = Canvas(self.cfg.canvas)
+        self.spec = KeysChestsSpec.of(self.cfg, distribution)
+        self.levels: KeysChestsLevels = keys_chests_level_set(self.spec, str(self.device))
+        self.num_actions = NUM_ACTIONS
+        self.channels = CHANNELS
+        self.move_offsets = self.canvas.move_offsets(self.device)
+        self._blocked_flat = self.levels.blocked.reshape(-1)
+        self._num_padded = self.canvas.num_padded
+        size = self.canvas.size
+        pad = torch.arange(self._num_padded, device=self.device)
+        # Padded flat index -> canvas flat index; missing objects map to canvas tile 0, never an object's.
+        self._canvas_index = self.canvas.to_canvas_flat(pad).clamp(0, size * size - 1)
+        self._chest_slots = torch.arange(self.levels.chests.shape[1], device=self.device)
+        self._key_slots = torch.arange(self.levels.keys.shape[1], device=self.device)
+        self._hidden_slots = torch.arange(self.levels.hidden.shape[1], device=self.device)
+        self._bar = torch.arange(size, device=self.device)
+        if self.cfg.obs_mode == "symbolic":
+            self._static = _static_symbolic(self.spec, str(self.device))
+            self.observation_shape: tuple[int, ...] = (len(CHANNELS), size, size)
+        else:
+            from envs.render import TileRenderer
+
+            self._renderer = TileRenderer(self.cfg.rgb_tile_size, show_end=False)
+            t = self.cfg.rgb_tile_size
+            self.observation_shape = ((size + 1) * t, size * t, 3)
+        self._generator = torch.Generator(device=self.device)
+        self.reset(seed=seed)
+
+    # ----------------------------------------------------------------- reset
+    def reset(self, seed: int | None = None, level_ids: torch.Tensor | None = None) -> torch.Tensor:
+        """Start a new episode in every env: levels drawn uniformly, or the given ``level_ids``."""
+        if seed is not None:
+            self._generator.manual_seed(seed)
+        elif not hasattr(self, "level"):
+            self._generator.seed()
+        if level_ids is None:
+            level = self._sample_levels()
+        else:
+            level = torch.as_tensor(level_ids, dtype=torch.long).to(self.device, copy=True)
+            level = level.expand(self.num_envs).clone() if level.dim() == 0 else level.reshape(self.num_envs)
+            if bool(((level < 0) | (level >= len(self.levels))).any()):
+                raise ValueError(
+                    f"level_ids must lie in [0, {len(self.levels)}) for distribution {self.distribution!r}"
+                )
+        b, dev = self.num_envs, self.device
+        self.level = level
+        self.pos = self.levels.start.take(level)
+        zeros = torch.zeros(b, dtype=torch.long, device=dev)
+        self.t, self.inventory, self.keys_picked, self.chests_opened, self.keys_after = (
+            zeros.clone() for _ in range(5)
+        )
+        self.first_key, self.first_chest = torch.full_like(zeros, NOT_YET), torch.full_like(zeros, NOT_YET)
+        self.key_taken = torch.zeros((b, self._key_slots.numel()), dtype=torch.bool, device=dev)
+        self.chest_open = torch.zeros((b, self._chest_slots.numel()), dtype=torch.bool, device=dev)
+        self.hidden_seen = torch.zeros((b, self._hidden_slots.numel()), dtype=torch.bool, device=dev)
+        self._final = (self.level, self.pos, self.key_taken, self.chest_open, self.inventory)
+        return self.observe(*self._final)
+
+    def _sample_levels(self) -> torch.Tensor:
+        return torch.randint(0, len(self.levels), (self.num_envs,), generator=self._generator, device=self.device)
+
+    # ------------------------------------------------------------------ step
+    def step(self, action: torch.Tensor) -> StepResult:
+        """Apply one action per env (int64 in ``[0, 4)``, unchecked: no host sync in the hot path);
+        finished envs restart on a fresh level in the same step."""
+        lv = self.levels
+        level = self.level
+        moved = self.pos + self.move_offsets.take(action)
+        pos = torch.where(self._blocked_flat.take(level * self._num_padded + moved), self.pos, moved)
+        t = self.t + 1
+        here = pos[:, None]
+
+        # Keys: pick up the one under the agent (missing slots never match a position).
+        on_key = (lv.keys.index_select(0, level) == here) & ~self.key_taken
+        picked = on_key.any(dim=1)
+        key_taken = self.key_taken | on_key
+        inventory = self.inventory + picked
+        openable = lv.openable.take(level)
+        keys_after = self.keys_after + (picked & (self.chests_opened >= openable))
+
+        # Chests: open the closed one under the agent if a key is held.
+        on_chest = (lv.chests.index_select(0, level) == here) & ~self.chest_open
+        opens = on_chest & (inventory > 0)[:, None]
+        opened = opens.any(dim=1)
+        chest_open = self.chest_open | opens
+        inventory = inventory - opened.long()
+        chests_opened = self.chests_opened + opened
+        hidden_seen = self.hidden_seen | (lv.hidden.index_select(0, level) == here)
+
+        first_key = torch.where(picked & (self.first_key < 0), t, self.first_key)
+        first_chest = torch.where(opened & (self.first_chest < 0), t, self.first_chest)
+        keys_picked = self.keys_picked + picked
+        terminated = chests_opened >= lv.num_chests.take(level)
+        truncated = (t >= lv.max_steps.take(level)) & ~terminated
+        done = terminated | truncated
+        reward = opened.to(torch.float32)
+        if self.cfg.step_penalty:
+            reward = reward - self.cfg.step_penalty
+        if self.cfg.key_penalty:
+            reward = reward - self.cfg.key_penalty * picked
+
+        # Auto-reset finished envs from the level bank, in the same step.
+        self._final = (level, pos, key_taken, chest_open, inventory)
+        new_level = torch.where(done, self._sample_levels(), level)
+        fresh = done[:, None]
+        self.level = new_level
+        self.pos = torch.where(done, lv.start.take(new_level), pos)
+        self.t = torch.where(done, 0, t)
+        self.inventory = torch.where(done, 0, inventory)
+        self.keys_picked = torch.where(done, 0, keys_picked)
+        self.chests_opened = torch.where(done, 0, chests_opened)
+        self.keys_after = torch.where(done, 0, keys_after)
+        self.first_key = torch.where(done, NOT_YET, first_key)
+        self.first_chest = torch.where(done, NOT_YET, first_chest)
+        self.key_taken = key_taken & ~fresh
+        self.chest_open = chest_open & ~fresh
+        self.hidden_seen = hidden_seen & ~fresh
+        return StepResult(
+            obs=self.observe(new_level, self.pos, self.key_taken, self.chest_open, self.inventory),
+            reward=reward,
+            terminated=terminated,
+            truncated=truncated,
+            info={
+                "success": chests_opened >= openable,
+                "episode_length": t,
+                "level": level,
+                "keys_picked_up": keys_picked,
+                "chests_opened": chests_opened,
+                "openable": openable,
+                "excess_keys": (keys_picked - openable).clamp(min=0),
+                "keys_after_openable": keys_after,
+                "first_key_step": first_key,
+                "first_chest_step": first_chest,
+                "hidden_chests_visited": hidden_seen.sum(dim=1),
+            },
+        )
+
+    # ----------------------------------------------------------- observation
+    def observe(
+        self,
+        level: torch.Tensor,
+        pos: torch.Tensor,
+        key_taken: torch.Tensor,
+        chest_open: torch.Tensor,
+        inventory: torch.Tensor,
+    ) -> torch.Tensor:
+        """Observation of a batch of states."""
+        if self.cfg.obs_mode == "rgb":
+            return self._renderer.frames(self.tile_ids(level, pos, key_taken, chest_open, inventory), self.canvas.size)
+        n, area = level.shape[0], self.canvas.size**2
+        obs = self._static.index_select(0, level)
+        flat = obs.view(-1)
+        base = torch.arange(n, device=self.device)[:, None] * (len(CHANNELS) * area)
+        # Taken keys and opened chests leave the map.
+        keys = base + KEY_CHANNEL * area + self._canvas_index.take(self.levels.keys.index_select(0, level))
+        chests = base + CHEST_CHANNEL * area + self._canvas_index.take(self.levels.chests.index_select(0, level))
+        present_chests = ~chest_open & (self._chest_slots < self.levels.num_chests.take(level)[:, None])
+        present_keys = ~key_taken & (self._key_slots < self.levels.num_keys.take(level)[:, None])
+        flat.index_put_((keys.reshape(-1),), present_keys.to(torch.uint8).reshape(-1))
+        flat.index_put_((chests.reshape(-1),), present_chests.to(torch.uint8).reshape(-1))
+        flat.index_fill_(0, base[:, 0] + AGENT_CHANNEL * area + self._canvas_index.take(pos), 1)
+        obs = obs.view(n, len(CHANNELS), self.canvas.size, self.canvas.size)
+        obs[:, INVENTORY_CHANNEL, 0, :] = (self._bar < inventory[:, None]).to(torch.uint8)
+        return obs
+
+    def final_obs(self) -> torch.Tensor:
+        """Last observation of the episodes of the latest step (before any reset)."""
+        return self.observe(*self._final)
+
+    def tile_ids(
+        self,
+        level: torch.Tensor,
+        pos: torch.Tensor,
+        key_taken: torch.Tensor,
+        chest_open: torch.Tensor,
+        inventory: torch.Tensor,
+        show_hidden: bool = False,
+    ) -> torch.Tensor:
+        """``(B, (S+1)*S)`` tile ids (``envs.render``): the map with its objects, then a row of held keys."""
+        from envs.render import AGENT_BIT, CHEST_BIT, HIDDEN_CHEST_BIT, KEY_BIT
+
+        n, size = level.shape[0], self.canvas.size
+        ids = torch.zeros((n, (size + 1) * size), dtype=torch.long, device=self.device)
+        ids[:, : size * size] = self.levels.tiles.index_select(0, level).flatten(1)
+        rows = torch.arange(n, device=self.device)[:, None]
+        objects = [
+            (self.levels.keys, (~key_taken) & (self._key_slots < self.levels.num_keys.take(level)[:, None]), KEY_BIT),
+            (
+                self.levels.chests,
+                (~chest_open) & (self._chest_slots < self.levels.num_chests.take(level)[:, None]),
+                CHEST_BIT,
+            ),
+        ]
+        if show_hidden:
+            present = self._hidden_slots < self.levels.num_hidden.take(level)[:, None]
+            objects.append((self.levels.hidden, present, HIDDEN_CHEST_BIT))
+        for positions, present, bit in objects:
+            cells = self._canvas_index.take(positions.index_select(0, level))
+            ids[rows, cells] += present.long() * bit
+        ids[rows[:, 0], self._canvas_index.take(pos)] += AGENT_BIT
+        ids[:, size * size :] += (self._bar < inventory[:, None]).long() * KEY_BIT
+        return ids
+
+    def _shown(self, index: int, final: bool) -> tuple[torch.Tensor, ...]:
+        state = self._final if final else (self.level, self.pos, self.key_taken, self.chest_open, self.inventory)
+        return tuple(x[index : index + 1] for x in state)
+
+    def render_rgb(self, index: int = 0, tile_size: int = 16, final: bool = False) -> torch.Tensor:
+        """A human-readable ``(H, W, 3)`` frame of env ``index``: hidden chests outlined, keys held below.
+
+        ``final``: the last state of the episode that ended in the latest step, not the new one.
+        """
+        from envs.render import TileRenderer
+
+        ids = self.tile_ids(*self._shown(index, final), show_hidden=True)
+        return TileRenderer(tile_size, show_end=True).frames(ids, self.canvas.size)[0]
+
+    def render_ansi(self, index: int = 0, final: bool = False) -> str:
+        """A text picture of env ``index``: ``#`` wall, ``k`` key, ``C`` chest, ``h`` hidden chest, ``@`` agent."""
+        from envs.render import ansi
+
+        state = self._shown(index, final)
+        ids = self.tile_ids(*state, show_hidden=True)[0, : self.canvas.size**2]
+        picture = ansi(ids.view(self.canvas.size, self.canvas.size).cpu())
+        return picture + f"keys held: {int(state[4][0])}\n"
+
+    def state_dict(self) -> dict[str, Any]:
+        """The dynamic state (for tests and debugging)."""
+        names = ("level", "pos", "t", "inventory", "key_taken", "chest_open", "hidden_seen", "keys_picked")
+        return {k: getattr(self, k).clone() for k in names}
+
+
+# ------------------------------------------------------------- gymnasium views
+class KeysChestsEnv(CoreEnv):
+    """``misgen/KeysChests-v0`` as a single gymnasium env (rules and spec: this module's docstring)."""
+
+    core_cls = KeysChestsCore
+    load_config = staticmethod(load_keys_chests_config)
+
+
+class KeysChestsVectorEnv(CoreVectorEnv):
+    """``misgen/KeysChests-v0`` as a gymnasium ``VectorEnv`` over one batched core."""
+
+    core_cls = KeysChestsCore
+    load_config = staticmethod(load_keys_chests_config)
