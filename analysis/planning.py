@@ -54,8 +54,7 @@ def keys_chests_planner_action(core: KeysChestsCore) -> torch.Tensor:
     lv, level = core.levels, core.level
     keys = lv.keys.index_select(0, level)
     chests = lv.chests.index_select(0, level)
-    key_left = ~core.key_taken & (core._key_slots < lv.num_keys.take(level)[:, None])
-    chest_left = ~core.chest_open & (core._chest_slots < lv.num_chests.take(level)[:, None])
+    key_left, chest_left = core.key_left, core.chest_left
     to_chest = (core.inventory > 0) & chest_left.any(dim=1)
     targets = torch.where(to_chest[:, None], object_tiles(core, chests, chest_left), object_tiles(core, keys, key_left))
     dist = bfs_distances(lv.blocked.index_select(0, level), targets, core.canvas.padded)

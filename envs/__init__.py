@@ -6,6 +6,8 @@ imported only when an environment is made.
 
 from __future__ import annotations
 
+from typing import Any
+
 from gymnasium.envs.registration import register, registry
 
 # One explicit list of the suite's environments: (id, single entry point, vector entry point).
@@ -13,6 +15,28 @@ ENVIRONMENTS = (
     ("misgen/ArrowMaze-v0", "envs.arrow_maze:ArrowMazeEnv", "envs.arrow_maze:ArrowMazeVectorEnv"),
     ("misgen/KeysChests-v0", "envs.keys_chests:KeysChestsEnv", "envs.keys_chests:KeysChestsVectorEnv"),
 )
+
+
+# Config name (``configs/env/<name>.yaml``) -> (gymnasium id, batched core class).
+CORES = {
+    "arrow_maze": ("misgen/ArrowMaze-v0", "envs.arrow_maze:ArrowMazeCore"),
+    "keys_chests": ("misgen/KeysChests-v0", "envs.keys_chests:KeysChestsCore"),
+}
+
+
+def make_core(cfg: Any, distribution: str = "train", num_envs: int = 1, seed: int | None = None, device: Any = None):
+    """The batched core of the environment named by ``cfg.name``."""
+    import importlib
+
+    if cfg.name not in CORES:
+        raise ValueError(f"env name {cfg.name!r} is not one of {sorted(CORES)}")
+    module, cls = CORES[cfg.name][1].split(":")
+    return getattr(importlib.import_module(module), cls)(cfg, distribution, num_envs, seed, device)
+
+
+def gym_id(env_name: str) -> str:
+    """The gymnasium id of the environment named ``env_name``."""
+    return CORES[env_name][0]
 
 
 def _register_all() -> None:

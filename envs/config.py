@@ -271,6 +271,16 @@ def load_keys_chests_config(overrides: Mapping[str, Any] | None = None, base: An
     return load_config(KeysChestsConfig, overrides, base)
 
 
+SCHEMAS: dict[str, type[GridEnvConfig]] = {"arrow_maze": ArrowMazeConfig, "keys_chests": KeysChestsConfig}
+
+
+def load_env_config(name: str, overrides: Mapping[str, Any] | None = None, base: Any = None) -> GridEnvConfig:
+    """The config of the environment ``name`` (``arrow_maze`` or ``keys_chests``; see :func:`load_config`)."""
+    if name not in SCHEMAS:
+        raise ConfigError(f"env={name!r} is not one of {sorted(SCHEMAS)}")
+    return load_config(SCHEMAS[name], overrides, base)
+
+
 def config_to_dict(cfg: GridEnvConfig) -> dict[str, Any]:
     """Plain-dict form (for env specs, checkpoints and reports)."""
     return dataclasses.asdict(cfg)

@@ -57,7 +57,7 @@ from envs.core import StepResult
 from envs.devices import resolve_device
 from envs.grid import NUM_ACTIONS, Canvas
 from envs.gym_views import CoreEnv, CoreVectorEnv
-from envs.keys_chests_levels import KeysChestsLevels, KeysChestsSpec, keys_chests_level_set
+from envs.keys_chests_levels import NO_OBJECT, KeysChestsLevels, KeysChestsSpec, keys_chests_level_set
 from envs.layout import WALL
 
 CHANNELS = ("wall", "agent", "key", "chest", "inventory")
@@ -112,9 +112,8 @@ class KeysChestsCore:
         pad = torch.arange(self._num_padded, device=self.device)
         # Padded flat index -> canvas flat index; missing objects map to canvas tile 0, never an object's.
         self._canvas_index = self.canvas.to_canvas_flat(pad).clamp(0, size * size - 1)
-        self._chest_slots = torch.arange(self.levels.chests.shape[1], device=self.device)
-        self._key_slots = torch.arange(self.levels.keys.shape[1], device=self.device)
-        self._hidden_slots = torch.arange(self.levels.hidden.shape[1], device=self.device)
+        self._records = self._pack_records(self.levels)
+        self._env_base = self._row_base(num_envs)
         self._bar = torch.arange(size, device=self.device)
         if self.cfg.obs_mode == "symbolic":
             self._static = _static_symbolic(self.spec, str(self.device))
@@ -127,6 +126,15 @@ class KeysChestsCore:
             self.observation_shape = ((size + 1) * t, size * t, 3)
         self._generator = torch.Generator(device=self.device)
         self.reset(seed=seed)
+
+    def _pack_records(self, lv: KeysChestsLevels) -> torch.Tensor:
+        """One int64 row per level holding all a step reads of it, so a step gathers once:
+        key, chest and hidden-chest positions, then start, openable and time limit."""
+        k, c, h = lv.keys.shape[1], lv.chests.shape[1], lv.hidden.shape[1]
+        self._keys, self._chests, self._hidden = slice(0, k), slice(k, k + c), slice(k + c, k + c + h)
+        self._START, self._OPENABLE, self._MAX_STEPS = k + c + h, k + c + h + 1, k + c + h + 2
+        extra = torch.stack([lv.start, lv.openable, lv.max_steps], dim=1)
+        return torch.cat([lv.keys, lv.chests, lv.hidden, extra], dim=1).contiguous()
 
     # ----------------------------------------------------------------- reset
     def reset(self, seed: int | None = None, level_ids: torch.Tensor | None = None) -> torch.Tensor:
@@ -146,16 +154,17 @@ class KeysChestsCore:
                 )
         b, dev = self.num_envs, self.device
         self.level = level
-        self.pos = self.levels.start.take(level)
+        self.rec = self._records.index_select(0, level)
+        self.pos = self.rec[:, self._START]
         zeros = torch.zeros(b, dtype=torch.long, device=dev)
         self.t, self.inventory, self.keys_picked, self.chests_opened, self.keys_after = (
             zeros.clone() for _ in range(5)
         )
         self.first_key, self.first_chest = torch.full_like(zeros, NOT_YET), torch.full_like(zeros, NOT_YET)
-        self.key_taken = torch.zeros((b, self._key_slots.numel()), dtype=torch.bool, device=dev)
-        self.chest_open = torch.zeros((b, self._chest_slots.numel()), dtype=torch.bool, device=dev)
-        self.hidden_seen = torch.zeros((b, self._hidden_slots.numel()), dtype=torch.bool, device=dev)
-        self._final = (self.level, self.pos, self.key_taken, self.chest_open, self.inventory)
+        self.key_left = self.rec[:, self._keys] != NO_OBJECT
+        self.chest_left = self.rec[:, self._chests] != NO_OBJECT
+        self.hidden_seen = torch.zeros((b, self._hidden.stop - self._hidden.start), dtype=torch.bool, device=dev)
+        self._final = (self.level, self.pos, self.key_left, self.chest_left, self.inventory)
         return self.observe(*self._final)
 
     def _sample_levels(self) -> torch.Tensor:
@@ -165,35 +174,33 @@ class KeysChestsCore:
     def step(self, action: torch.Tensor) -> StepResult:
         """Apply one action per env (int64 in ``[0, 4)``, unchecked: no host sync in the hot path);
         finished envs restart on a fresh level in the same step."""
-        lv = self.levels
-        level = self.level
+        level, rec = self.level, self.rec
         moved = self.pos + self.move_offsets.take(action)
         pos = torch.where(self._blocked_flat.take(level * self._num_padded + moved), self.pos, moved)
         t = self.t + 1
         here = pos[:, None]
 
         # Keys: pick up the one under the agent (missing slots never match a position).
-        on_key = (lv.keys.index_select(0, level) == here) & ~self.key_taken
+        on_key = (rec[:, self._keys] == here) & self.key_left
         picked = on_key.any(dim=1)
-        key_taken = self.key_taken | on_key
+        key_left = self.key_left & ~on_key
         inventory = self.inventory + picked
-        openable = lv.openable.take(level)
+        openable = rec[:, self._OPENABLE]
         keys_after = self.keys_after + (picked & (self.chests_opened >= openable))
 
         # Chests: open the closed one under the agent if a key is held.
-        on_chest = (lv.chests.index_select(0, level) == here) & ~self.chest_open
-        opens = on_chest & (inventory > 0)[:, None]
+        opens = (rec[:, self._chests] == here) & self.chest_left & (inventory > 0)[:, None]
         opened = opens.any(dim=1)
-        chest_open = self.chest_open | opens
+        chest_left = self.chest_left & ~opens
         inventory = inventory - opened.long()
         chests_opened = self.chests_opened + opened
-        hidden_seen = self.hidden_seen | (lv.hidden.index_select(0, level) == here)
+        hidden_seen = self.hidden_seen | (rec[:, self._hidden] == here)
 
         first_key = torch.where(picked & (self.first_key < 0), t, self.first_key)
         first_chest = torch.where(opened & (self.first_chest < 0), t, self.first_chest)
         keys_picked = self.keys_picked + picked
-        terminated = chests_opened >= lv.num_chests.take(level)
-        truncated = (t >= lv.max_steps.take(level)) & ~terminated
+        terminated = ~chest_left.any(dim=1)
+        truncated = (t >= rec[:, self._MAX_STEPS]) & ~terminated
         done = terminated | truncated
         reward = opened.to(torch.float32)
         if self.cfg.step_penalty:
@@ -202,11 +209,12 @@ class KeysChestsCore:
             reward = reward - self.cfg.key_penalty * picked
 
         # Auto-reset finished envs from the level bank, in the same step.
-        self._final = (level, pos, key_taken, chest_open, inventory)
+        self._final = (level, pos, key_left, chest_left, inventory)
         new_level = torch.where(done, self._sample_levels(), level)
         fresh = done[:, None]
         self.level = new_level
-        self.pos = torch.where(done, lv.start.take(new_level), pos)
+        self.rec = torch.where(fresh, self._records.index_select(0, new_level), rec)
+        self.pos = torch.where(done, self.rec[:, self._START], pos)
         self.t = torch.where(done, 0, t)
         self.inventory = torch.where(done, 0, inventory)
         self.keys_picked = torch.where(done, 0, keys_picked)
@@ -214,11 +222,11 @@ class KeysChestsCore:
         self.keys_after = torch.where(done, 0, keys_after)
         self.first_key = torch.where(done, NOT_YET, first_key)
         self.first_chest = torch.where(done, NOT_YET, first_chest)
-        self.key_taken = key_taken & ~fresh
-        self.chest_open = chest_open & ~fresh
+        self.key_left = torch.where(fresh, self.rec[:, self._keys] != NO_OBJECT, key_left)
+        self.chest_left = torch.where(fresh, self.rec[:, self._chests] != NO_OBJECT, chest_left)
         self.hidden_seen = hidden_seen & ~fresh
         return StepResult(
-            obs=self.observe(new_level, self.pos, self.key_taken, self.chest_open, self.inventory),
+            obs=self.observe(new_level, self.pos, self.key_left, self.chest_left, self.inventory, self.rec),
             reward=reward,
             terminated=terminated,
             truncated=truncated,
@@ -242,28 +250,32 @@ class KeysChestsCore:
         self,
         level: torch.Tensor,
         pos: torch.Tensor,
-        key_taken: torch.Tensor,
-        chest_open: torch.Tensor,
+        key_left: torch.Tensor,
+        chest_left: torch.Tensor,
         inventory: torch.Tensor,
+        rec: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        """Observation of a batch of states."""
+        """Observation of a batch of states (``rec``: the levels' records, when already gathered)."""
         if self.cfg.obs_mode == "rgb":
-            return self._renderer.frames(self.tile_ids(level, pos, key_taken, chest_open, inventory), self.canvas.size)
+            return self._renderer.frames(self.tile_ids(level, pos, key_left, chest_left, inventory), self.canvas.size)
+        if rec is None:
+            rec = self._records.index_select(0, level)
         n, area = level.shape[0], self.canvas.size**2
         obs = self._static.index_select(0, level)
         flat = obs.view(-1)
-        base = torch.arange(n, device=self.device)[:, None] * (len(CHANNELS) * area)
-        # Taken keys and opened chests leave the map.
-        keys = base + KEY_CHANNEL * area + self._canvas_index.take(self.levels.keys.index_select(0, level))
-        chests = base + CHEST_CHANNEL * area + self._canvas_index.take(self.levels.chests.index_select(0, level))
-        present_chests = ~chest_open & (self._chest_slots < self.levels.num_chests.take(level)[:, None])
-        present_keys = ~key_taken & (self._key_slots < self.levels.num_keys.take(level)[:, None])
-        flat.index_put_((keys.reshape(-1),), present_keys.to(torch.uint8).reshape(-1))
-        flat.index_put_((chests.reshape(-1),), present_chests.to(torch.uint8).reshape(-1))
+        base = self._env_base[:n] if n <= self.num_envs else self._row_base(n)
+        # Taken keys and opened chests leave the map (missing slots write 0 to a tile no object is on).
+        keys = base + KEY_CHANNEL * area + self._canvas_index.take(rec[:, self._keys])
+        chests = base + CHEST_CHANNEL * area + self._canvas_index.take(rec[:, self._chests])
+        flat.index_put_((keys.reshape(-1),), key_left.to(torch.uint8).reshape(-1))
+        flat.index_put_((chests.reshape(-1),), chest_left.to(torch.uint8).reshape(-1))
         flat.index_fill_(0, base[:, 0] + AGENT_CHANNEL * area + self._canvas_index.take(pos), 1)
         obs = obs.view(n, len(CHANNELS), self.canvas.size, self.canvas.size)
         obs[:, INVENTORY_CHANNEL, 0, :] = (self._bar < inventory[:, None]).to(torch.uint8)
         return obs
+
+    def _row_base(self, n: int) -> torch.Tensor:
+        return torch.arange(n, device=self.device)[:, None] * (len(CHANNELS) * self.canvas.size**2)
 
     def final_obs(self) -> torch.Tensor:
         """Last observation of the episodes of the latest step (before any reset)."""
@@ -273,8 +285,8 @@ class KeysChestsCore:
         self,
         level: torch.Tensor,
         pos: torch.Tensor,
-        key_taken: torch.Tensor,
-        chest_open: torch.Tensor,
+        key_left: torch.Tensor,
+        chest_left: torch.Tensor,
         inventory: torch.Tensor,
         show_hidden: bool = False,
     ) -> torch.Tensor:
@@ -282,29 +294,22 @@ class KeysChestsCore:
         from envs.render import AGENT_BIT, CHEST_BIT, HIDDEN_CHEST_BIT, KEY_BIT
 
         n, size = level.shape[0], self.canvas.size
+        rec = self._records.index_select(0, level)
         ids = torch.zeros((n, (size + 1) * size), dtype=torch.long, device=self.device)
         ids[:, : size * size] = self.levels.tiles.index_select(0, level).flatten(1)
         rows = torch.arange(n, device=self.device)[:, None]
-        objects = [
-            (self.levels.keys, (~key_taken) & (self._key_slots < self.levels.num_keys.take(level)[:, None]), KEY_BIT),
-            (
-                self.levels.chests,
-                (~chest_open) & (self._chest_slots < self.levels.num_chests.take(level)[:, None]),
-                CHEST_BIT,
-            ),
-        ]
+        objects = [(rec[:, self._keys], key_left, KEY_BIT), (rec[:, self._chests], chest_left, CHEST_BIT)]
         if show_hidden:
-            present = self._hidden_slots < self.levels.num_hidden.take(level)[:, None]
-            objects.append((self.levels.hidden, present, HIDDEN_CHEST_BIT))
+            hidden = rec[:, self._hidden]
+            objects.append((hidden, hidden != NO_OBJECT, HIDDEN_CHEST_BIT))
         for positions, present, bit in objects:
-            cells = self._canvas_index.take(positions.index_select(0, level))
-            ids[rows, cells] += present.long() * bit
+            ids[rows, self._canvas_index.take(positions)] += present.long() * bit
         ids[rows[:, 0], self._canvas_index.take(pos)] += AGENT_BIT
         ids[:, size * size :] += (self._bar < inventory[:, None]).long() * KEY_BIT
         return ids
 
     def _shown(self, index: int, final: bool) -> tuple[torch.Tensor, ...]:
-        state = self._final if final else (self.level, self.pos, self.key_taken, self.chest_open, self.inventory)
+        state = self._final if final else (self.level, self.pos, self.key_left, self.chest_left, self.inventory)
         return tuple(x[index : index + 1] for x in state)
 
     def render_rgb(self, index: int = 0, tile_size: int = 16, final: bool = False) -> torch.Tensor:
@@ -328,7 +333,7 @@ class KeysChestsCore:
 
     def state_dict(self) -> dict[str, Any]:
         """The dynamic state (for tests and debugging)."""
-        names = ("level", "pos", "t", "inventory", "key_taken", "chest_open", "hidden_seen", "keys_picked")
+        names = ("level", "pos", "t", "inventory", "key_left", "chest_left", "hidden_seen", "keys_picked")
         return {k: getattr(self, k).clone() for k in names}
 
 

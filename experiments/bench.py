@@ -1,6 +1,6 @@
 """Benchmark: raw env steps/s of the batched core and of gymnasium's ``SyncVectorEnv``, one run.
 
-``python -m experiments.bench`` (Hydra; e.g. ``batch_sizes=[1024] env.device=cuda``). Random
+``python -m experiments.bench [env=keys_chests]`` (Hydra; e.g. ``batch_sizes=[1024] env.device=cuda``). Random
 actions are drawn on the device inside the timed loop; every observation is consumed by a 64-bit
 checksum over all its bytes; the device is synchronised before each clock read. Each figure is the
 median of ``repeats`` timings of at least ``min_seconds``. Results go to stdout (a Markdown table
@@ -9,6 +9,7 @@ for BENCHMARKS.md) and to ``bench.json`` in the run dir.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import platform
@@ -23,8 +24,8 @@ import numpy as np
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from envs.arrow_maze import ArrowMazeCore
-from envs.config import ArrowMazeConfig, load_arrow_maze_config
+from envs import gym_id, make_core
+from envs.config import GridEnvConfig, load_env_config
 
 
 def checksum(obs: torch.Tensor) -> torch.Tensor:
@@ -56,9 +57,9 @@ def timed(run: Callable[[int], Any], min_seconds: float, device: torch.device) -
         n = max(n * 2, int(n * min_seconds / max(elapsed, 1e-6) * 1.1))
 
 
-def bench_core(cfg: ArrowMazeConfig, distribution: str, num_envs: int, min_seconds: float, repeats: int) -> float:
+def bench_core(cfg: GridEnvConfig, distribution: str, num_envs: int, min_seconds: float, repeats: int) -> float:
     """Env steps/s of the batched core at ``num_envs``."""
-    core = ArrowMazeCore(cfg, distribution, num_envs=num_envs, seed=0)
+    core = make_core(cfg, distribution, num_envs=num_envs, seed=0)
     gen = torch.Generator(device=core.device).manual_seed(0)
     acc = torch.zeros((), dtype=torch.int64, device=core.device)
 
@@ -74,14 +75,14 @@ def bench_core(cfg: ArrowMazeConfig, distribution: str, num_envs: int, min_secon
     return num_envs / statistics.median(per_step)
 
 
-def bench_sync(cfg: ArrowMazeConfig, distribution: str, num_envs: int, min_seconds: float, repeats: int) -> float:
-    """Env steps/s of gymnasium's ``SyncVectorEnv`` over the single ``ArrowMazeEnv``."""
+def bench_sync(cfg: GridEnvConfig, distribution: str, num_envs: int, min_seconds: float, repeats: int) -> float:
+    """Env steps/s of gymnasium's ``SyncVectorEnv`` over the env's single gymnasium view."""
     import gymnasium as gym
 
     import envs  # noqa: F401  (registers the ids)
 
     venv = gym.make_vec(
-        "misgen/ArrowMaze-v0", num_envs=num_envs, vectorization_mode="sync", distribution=distribution, config=cfg
+        gym_id(cfg.name), num_envs=num_envs, vectorization_mode="sync", distribution=distribution, config=cfg
     )
     venv.reset(seed=0)
     rng = np.random.default_rng(0)
@@ -99,15 +100,14 @@ def bench_sync(cfg: ArrowMazeConfig, distribution: str, num_envs: int, min_secon
     return num_envs / statistics.median(per_step)
 
 
-def canvas_config(cfg: ArrowMazeConfig, distribution: str, canvas: str) -> ArrowMazeConfig:
+def canvas_config(cfg: GridEnvConfig, distribution: str, canvas: str) -> GridEnvConfig:
     """``full``: the config as given; ``fit``: only ``distribution``, on a canvas fitting its mazes."""
     if canvas == "full":
         return cfg
     if canvas != "fit":
         raise ValueError(f"canvases: {canvas!r} is not one of ['full', 'fit']")
     only = {distribution: cfg.distribution(distribution)}
-    fitted = ArrowMazeConfig(**{**cfg.__dict__, "distributions": only, "canvas_size": None})
-    return fitted.validate()
+    return dataclasses.replace(cfg, distributions=only, canvas_size=None).validate()
 
 
 def machine() -> dict[str, Any]:
@@ -127,12 +127,12 @@ def machine() -> dict[str, Any]:
 def main(cfg: DictConfig) -> None:
     if cfg.threads:
         torch.set_num_threads(int(cfg.threads))
-    base = load_arrow_maze_config(base=cfg.env)
-    results: dict[str, Any] = {"machine": machine(), "distribution": cfg.distribution, "runs": []}
+    base = load_env_config(cfg.env.name, base=cfg.env)
+    results: dict[str, Any] = {"machine": machine(), "env": base.name, "distribution": cfg.distribution, "runs": []}
     rows = []
     for canvas in cfg.canvases:
         env_cfg = canvas_config(base, cfg.distribution, canvas)
-        device = ArrowMazeCore(env_cfg, cfg.distribution, num_envs=1).device
+        device = make_core(env_cfg, cfg.distribution, num_envs=1).device
         sync_rates = {
             b: bench_sync(env_cfg, cfg.distribution, b, cfg.sync_min_seconds, cfg.repeats) for b in cfg.sync_batch_sizes
         }
