@@ -59,3 +59,19 @@ def keys_chests_planner_action(core: KeysChestsCore) -> torch.Tensor:
     targets = torch.where(to_chest[:, None], object_tiles(core, chests, chest_left), object_tiles(core, keys, key_left))
     dist = bfs_distances(lv.blocked.index_select(0, level), targets, core.canvas.padded)
     return shortest_path_action(core, dist)
+
+
+def keys_chests_hoarder_action(core: KeysChestsCore) -> torch.Tensor:
+    """A scripted agent of the proxy objective "collect keys": take every key first, stepping round
+    closed chests where it can, and only then open chests with the keys in hand."""
+    lv, level = core.levels, core.level
+    blocked = lv.blocked.index_select(0, level)
+    keys = object_tiles(core, lv.keys.index_select(0, level), core.key_left)
+    chests = object_tiles(core, lv.chests.index_select(0, level), core.chest_left)
+    hoarding = core.key_left.any(dim=1)
+    targets = torch.where(hoarding[:, None], keys, chests)
+    around = bfs_distances(blocked | (chests & hoarding[:, None]), targets, core.canvas.padded)
+    through = bfs_distances(blocked, targets, core.canvas.padded)
+    # Where chests wall a key off, walk through them.
+    stuck = around.gather(1, core.pos[:, None])[:, 0] < 0
+    return shortest_path_action(core, torch.where(stuck[:, None], through, around))

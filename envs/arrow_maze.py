@@ -46,9 +46,8 @@ from typing import Any
 import torch
 
 from envs.config import ArrowMazeConfig, load_arrow_maze_config
-from envs.core import StepResult
-from envs.devices import resolve_device
-from envs.grid import NUM_ACTIONS, Canvas
+from envs.core import GridCore, StepResult
+from envs.grid import Canvas
 from envs.gym_views import CoreEnv, CoreVectorEnv
 from envs.layout import END, WALL
 from envs.maze_levels import LevelSpec, MazeLevels, level_set
@@ -79,7 +78,7 @@ def _static_symbolic(spec: LevelSpec, end_marker: str, device: str) -> torch.Ten
     return obs
 
 
-class ArrowMazeCore:
+class ArrowMazeCore(GridCore):
     """A batch of ``num_envs`` arrow mazes of one distribution, stepped together on one device."""
 
     def __init__(
@@ -90,57 +89,27 @@ class ArrowMazeCore:
         seed: int | None = None,
         device: torch.device | str | None = None,
     ) -> None:
-        self.cfg = (cfg if cfg is not None else load_arrow_maze_config()).validate()
-        if num_envs < 1:
-            raise ValueError(f"num_envs={num_envs} must be >= 1")
-        self.distribution = distribution
-        self.num_envs = num_envs
-        self.device = resolve_device(device if device is not None else self.cfg.device)
-        self.canvas = Canvas(self.cfg.canvas)
+        super().__init__(cfg if cfg is not None else load_arrow_maze_config(), distribution, num_envs, device)
         self.spec = LevelSpec.of(self.cfg, distribution)
         self.levels: MazeLevels = level_set(self.spec, str(self.device))
-        self.num_actions = NUM_ACTIONS
         self.channels = channel_names(self.cfg)
-        self.move_offsets = self.canvas.move_offsets(self.device)
         self._blocked_flat = self.levels.blocked.reshape(-1)
-        self._num_padded = self.canvas.num_padded
-        self._target = self.levels.end if self.cfg.base_objective == "end" else self.levels.arrow
-        # Padded flat index -> canvas flat index, one gather instead of a division per step.
-        pad = torch.arange(self._num_padded, device=self.device)
-        self._canvas_index = self.canvas.to_canvas_flat(pad).clamp(0, self.canvas.size**2 - 1)
         if self.cfg.obs_mode == "symbolic":
             self._static = _static_symbolic(self.spec, self.cfg.end_marker, str(self.device))
             self.observation_shape: tuple[int, ...] = (len(self.channels), self.canvas.size, self.canvas.size)
-            # Flat offset of each env's agent channel in a batch of observations.
-            per_env = len(self.channels) * self.canvas.size**2
-            self._row_offset = (
-                torch.arange(num_envs, device=self.device) * per_env + AGENT_CHANNEL * self.canvas.size**2
-            )
+            self._row_offset = self._agent_offsets(num_envs)
         else:
             from envs.render import TileRenderer
 
             self._renderer = TileRenderer(self.cfg.rgb_tile_size, show_end=self.cfg.end_marker == "tile")
             px = self.canvas.size * self.cfg.rgb_tile_size
             self.observation_shape = (px, px, 3)
-        self._generator = torch.Generator(device=self.device)
         self.reset(seed=seed)
 
     # ----------------------------------------------------------------- reset
     def reset(self, seed: int | None = None, level_ids: torch.Tensor | None = None) -> torch.Tensor:
         """Start a new episode in every env: levels drawn uniformly, or the given ``level_ids``."""
-        if seed is not None:
-            self._generator.manual_seed(seed)
-        elif not hasattr(self, "level"):
-            self._generator.seed()
-        if level_ids is None:
-            level = self._sample_levels()
-        else:
-            level = torch.as_tensor(level_ids, dtype=torch.long).to(self.device, copy=True)
-            level = level.expand(self.num_envs).clone() if level.dim() == 0 else level.reshape(self.num_envs)
-            if bool(((level < 0) | (level >= len(self.levels))).any()):
-                raise ValueError(
-                    f"level_ids must lie in [0, {len(self.levels)}) for distribution {self.distribution!r}"
-                )
+        level = self._start_levels(seed, level_ids)
         self.level = level
         self.pos = self.levels.start.take(level)
         self.t = torch.zeros(self.num_envs, dtype=torch.long, device=self.device)
@@ -148,9 +117,6 @@ class ArrowMazeCore:
         self.first_arrow = torch.full_like(self.t, NOT_REACHED)
         self._final_level, self._final_pos = self.level, self.pos
         return self.observe(self.level, self.pos)
-
-    def _sample_levels(self) -> torch.Tensor:
-        return torch.randint(0, len(self.levels), (self.num_envs,), generator=self._generator, device=self.device)
 
     # ------------------------------------------------------------------ step
     def step(self, action: torch.Tensor) -> StepResult:
@@ -221,30 +187,13 @@ class ArrowMazeCore:
 
         ids = self.levels.tiles.index_select(0, level).flatten(1)
         rows = torch.arange(level.shape[0], device=self.device)
-        ids[rows, self._canvas_index[self.levels.arrow[level]]] += ARROW_BIT
-        ids[rows, self._canvas_index[pos]] += AGENT_BIT
+        ids[rows, self._canvas_index.take(self.levels.arrow.take(level))] += ARROW_BIT
+        ids[rows, self._canvas_index.take(pos)] += AGENT_BIT
         return ids
 
-    def _shown(self, index: int, final: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    def _render_ids(self, index: int, final: bool) -> torch.Tensor:
         level, pos = (self._final_level, self._final_pos) if final else (self.level, self.pos)
-        return level[index : index + 1], pos[index : index + 1]
-
-    def render_rgb(self, index: int = 0, tile_size: int = 16, final: bool = False) -> torch.Tensor:
-        """A human-readable ``(H, W, 3)`` uint8 frame of env ``index`` (the exit always shown).
-
-        ``final``: the last state of the episode that ended in the latest step, not the new one.
-        """
-        from envs.render import TileRenderer
-
-        ids = self.tile_ids(*self._shown(index, final))
-        return TileRenderer(tile_size, show_end=True).frames(ids, self.canvas.size)[0]
-
-    def render_ansi(self, index: int = 0, final: bool = False) -> str:
-        """A text picture of env ``index``: ``#`` wall, ``E`` exit, ``^`` arrow, ``@`` agent."""
-        from envs.render import ansi
-
-        ids = self.tile_ids(*self._shown(index, final))[0]
-        return ansi(ids.view(self.canvas.size, self.canvas.size).cpu())
+        return self.tile_ids(level[index : index + 1], pos[index : index + 1])
 
     def state_dict(self) -> dict[str, Any]:
         """The dynamic state (for tests and debugging)."""

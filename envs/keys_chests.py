@@ -53,9 +53,8 @@ from typing import Any
 import torch
 
 from envs.config import KeysChestsConfig, load_keys_chests_config
-from envs.core import StepResult
-from envs.devices import resolve_device
-from envs.grid import NUM_ACTIONS, Canvas
+from envs.core import GridCore, StepResult
+from envs.grid import Canvas
 from envs.gym_views import CoreEnv, CoreVectorEnv
 from envs.keys_chests_levels import NO_OBJECT, KeysChestsLevels, KeysChestsSpec, keys_chests_level_set
 from envs.layout import WALL
@@ -83,7 +82,7 @@ def _count(levels: KeysChestsLevels, channel: int) -> torch.Tensor:
     return levels.num_keys if channel == KEY_CHANNEL else levels.num_chests
 
 
-class KeysChestsCore:
+class KeysChestsCore(GridCore):
     """A batch of ``num_envs`` keys-and-chests envs of one distribution, stepped together on one device."""
 
     def __init__(
@@ -94,24 +93,12 @@ class KeysChestsCore:
         seed: int | None = None,
         device: torch.device | str | None = None,
     ) -> None:
-        self.cfg = (cfg if cfg is not None else load_keys_chests_config()).validate()
-        if num_envs < 1:
-            raise ValueError(f"num_envs={num_envs} must be >= 1")
-        self.distribution = distribution
-        self.num_envs = num_envs
-        self.device = resolve_device(device if device is not None else self.cfg.device)
-        self.canvas = Canvas(self.cfg.canvas)
+        super().__init__(cfg if cfg is not None else load_keys_chests_config(), distribution, num_envs, device)
         self.spec = KeysChestsSpec.of(self.cfg, distribution)
         self.levels: KeysChestsLevels = keys_chests_level_set(self.spec, str(self.device))
-        self.num_actions = NUM_ACTIONS
         self.channels = CHANNELS
-        self.move_offsets = self.canvas.move_offsets(self.device)
         self._blocked_flat = self.levels.blocked.reshape(-1)
-        self._num_padded = self.canvas.num_padded
         size = self.canvas.size
-        pad = torch.arange(self._num_padded, device=self.device)
-        # Padded flat index -> canvas flat index; missing objects map to canvas tile 0, never an object's.
-        self._canvas_index = self.canvas.to_canvas_flat(pad).clamp(0, size * size - 1)
         self._records = self._pack_records(self.levels)
         self._env_base = self._row_base(num_envs)
         self._bar = torch.arange(size, device=self.device)
@@ -124,7 +111,6 @@ class KeysChestsCore:
             self._renderer = TileRenderer(self.cfg.rgb_tile_size, show_end=False)
             t = self.cfg.rgb_tile_size
             self.observation_shape = ((size + 1) * t, size * t, 3)
-        self._generator = torch.Generator(device=self.device)
         self.reset(seed=seed)
 
     def _pack_records(self, lv: KeysChestsLevels) -> torch.Tensor:
@@ -139,19 +125,7 @@ class KeysChestsCore:
     # ----------------------------------------------------------------- reset
     def reset(self, seed: int | None = None, level_ids: torch.Tensor | None = None) -> torch.Tensor:
         """Start a new episode in every env: levels drawn uniformly, or the given ``level_ids``."""
-        if seed is not None:
-            self._generator.manual_seed(seed)
-        elif not hasattr(self, "level"):
-            self._generator.seed()
-        if level_ids is None:
-            level = self._sample_levels()
-        else:
-            level = torch.as_tensor(level_ids, dtype=torch.long).to(self.device, copy=True)
-            level = level.expand(self.num_envs).clone() if level.dim() == 0 else level.reshape(self.num_envs)
-            if bool(((level < 0) | (level >= len(self.levels))).any()):
-                raise ValueError(
-                    f"level_ids must lie in [0, {len(self.levels)}) for distribution {self.distribution!r}"
-                )
+        level = self._start_levels(seed, level_ids)
         b, dev = self.num_envs, self.device
         self.level = level
         self.rec = self._records.index_select(0, level)
@@ -166,9 +140,6 @@ class KeysChestsCore:
         self.hidden_seen = torch.zeros((b, self._hidden.stop - self._hidden.start), dtype=torch.bool, device=dev)
         self._final = (self.level, self.pos, self.key_left, self.chest_left, self.inventory)
         return self.observe(*self._final)
-
-    def _sample_levels(self) -> torch.Tensor:
-        return torch.randint(0, len(self.levels), (self.num_envs,), generator=self._generator, device=self.device)
 
     # ------------------------------------------------------------------ step
     def step(self, action: torch.Tensor) -> StepResult:
@@ -230,19 +201,49 @@ class KeysChestsCore:
             reward=reward,
             terminated=terminated,
             truncated=truncated,
-            info={
-                "success": chests_opened >= openable,
-                "episode_length": t,
-                "level": level,
-                "keys_picked_up": keys_picked,
-                "chests_opened": chests_opened,
-                "openable": openable,
-                "excess_keys": (keys_picked - openable).clamp(min=0),
-                "keys_after_openable": keys_after,
-                "first_key_step": first_key,
-                "first_chest_step": first_chest,
-                "hidden_chests_visited": hidden_seen.sum(dim=1),
-            },
+            info=self._info(
+                t, level, keys_picked, chests_opened, openable, keys_after, first_key, first_chest, hidden_seen
+            ),
+        )
+
+    def _info(
+        self,
+        t: torch.Tensor,
+        level: torch.Tensor,
+        keys_picked: torch.Tensor,
+        chests_opened: torch.Tensor,
+        openable: torch.Tensor,
+        keys_after: torch.Tensor,
+        first_key: torch.Tensor,
+        first_chest: torch.Tensor,
+        hidden_seen: torch.Tensor,
+    ) -> dict[str, torch.Tensor]:
+        return {
+            "success": chests_opened >= openable,
+            "episode_length": t,
+            "level": level,
+            "keys_picked_up": keys_picked,
+            "chests_opened": chests_opened,
+            "openable": openable,
+            "excess_keys": (keys_picked - openable).clamp(min=0),
+            "keys_after_openable": keys_after,
+            "first_key_step": first_key,
+            "first_chest_step": first_chest,
+            "hidden_chests_visited": hidden_seen.sum(dim=1),
+        }
+
+    def live_info(self) -> dict[str, torch.Tensor]:
+        """The ``info`` of the episodes in progress, as if they ended now."""
+        return self._info(
+            self.t,
+            self.level,
+            self.keys_picked,
+            self.chests_opened,
+            self.rec[:, self._OPENABLE],
+            self.keys_after,
+            self.first_key,
+            self.first_chest,
+            self.hidden_seen,
         )
 
     # ----------------------------------------------------------- observation
@@ -312,24 +313,16 @@ class KeysChestsCore:
         state = self._final if final else (self.level, self.pos, self.key_left, self.chest_left, self.inventory)
         return tuple(x[index : index + 1] for x in state)
 
-    def render_rgb(self, index: int = 0, tile_size: int = 16, final: bool = False) -> torch.Tensor:
-        """A human-readable ``(H, W, 3)`` frame of env ``index``: hidden chests outlined, keys held below.
-
-        ``final``: the last state of the episode that ended in the latest step, not the new one.
-        """
-        from envs.render import TileRenderer
-
-        ids = self.tile_ids(*self._shown(index, final), show_hidden=True)
-        return TileRenderer(tile_size, show_end=True).frames(ids, self.canvas.size)[0]
+    def _render_ids(self, index: int, final: bool) -> torch.Tensor:
+        return self.tile_ids(*self._shown(index, final), show_hidden=True)
 
     def render_ansi(self, index: int = 0, final: bool = False) -> str:
-        """A text picture of env ``index``: ``#`` wall, ``k`` key, ``C`` chest, ``h`` hidden chest, ``@`` agent."""
+        """A text picture of env ``index`` (``k`` key, ``C`` chest, ``h`` hidden chest) and the keys held."""
         from envs.render import ansi
 
-        state = self._shown(index, final)
-        ids = self.tile_ids(*state, show_hidden=True)[0, : self.canvas.size**2]
-        picture = ansi(ids.view(self.canvas.size, self.canvas.size).cpu())
-        return picture + f"keys held: {int(state[4][0])}\n"
+        ids = self._render_ids(index, final)[0, : self.canvas.size**2]
+        held = int(self._shown(index, final)[4][0])
+        return ansi(ids.view(self.canvas.size, self.canvas.size).cpu()) + f"keys held: {held}\n"
 
     def state_dict(self) -> dict[str, Any]:
         """The dynamic state (for tests and debugging)."""

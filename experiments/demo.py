@@ -1,124 +1,188 @@
 """Environment demo: level sheets of each distribution, oracle episodes, and a measured summary.
 
-``python -m experiments.demo`` (Hydra; any ``env.*`` key can be overridden). For every named
-distribution it draws a sheet of levels (PNG) and runs two exact-planning oracles on
-``summary_levels`` levels: one heads for the maze end, one for the green arrow. On ``train`` they
-behave identically; off it, only the end-seeker solves the maze: the ambiguity the suite measures.
+``python -m experiments.demo`` (Hydra; e.g. ``envs=[keys_chests] summary_levels=256``). For every
+named distribution of each env it draws a sheet of levels (PNG) and runs exact-planning oracles for
+the base objective and for the proxy on ``summary_levels`` levels:
+
+- arrow maze: an end-seeker and an arrow-seeker. On ``train`` they behave identically; off it, only
+  the end-seeker solves the maze;
+- keys and chests: a chest-opener and a key-hoarder (every key first). Both open every openable
+  chest, but where keys are plentiful the hoarder picks up keys beyond any use (excess keys).
+
+Those are the ambiguities the suite measures in learned agents.
 """
 
 from __future__ import annotations
 
 import json
-import logging
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import hydra
 import numpy as np
 import torch
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
-from analysis.planning import distance_maps, shortest_path_action
-from envs.arrow_maze import ArrowMazeCore
-from envs.config import ArrowMazeConfig, load_arrow_maze_config
+from analysis.planning import (
+    distance_maps,
+    keys_chests_hoarder_action,
+    keys_chests_planner_action,
+    shortest_path_action,
+)
+from envs import make_core
+from envs.config import GridEnvConfig, load_env_config
 from envs.render import save_episode
 
-log = logging.getLogger(__name__)
 
-
-def level_sheet(core: ArrowMazeCore, count: int, tile_size: int) -> np.ndarray:
-    """The first ``count`` levels of the core's bank side by side, with a gap between them."""
+def level_sheet(cfg: GridEnvConfig, distribution: str, count: int, tile_size: int) -> np.ndarray:
+    """The first ``count`` levels of a distribution side by side, with a gap between them."""
+    core = make_core(cfg, distribution, num_envs=count, seed=0)
     core.reset(level_ids=torch.arange(count) % len(core.levels))
     frames = [core.render_rgb(i, tile_size=tile_size).cpu().numpy() for i in range(count)]
     gap = np.full((frames[0].shape[0], tile_size, 3), 255, dtype=np.uint8)
-    row = [part for f in frames for part in (f, gap)][:-1]
-    return np.concatenate(row, axis=1)
+    return np.concatenate([part for f in frames for part in (f, gap)][:-1], axis=1)
 
 
-def run_oracle(core: ArrowMazeCore, goal: str, num: int, record: int | None = None) -> dict:
-    """One episode of a shortest-path agent towards ``goal`` ("end" or "arrow") on each of ``num``
-    levels; returns how often the base objective was achieved and the end / arrow reached."""
-    level_ids = torch.arange(num, device=core.device) % len(core.levels)
-    core = ArrowMazeCore(core.cfg, core.distribution, num_envs=num, seed=0, device=core.device)
-    core.reset(level_ids=level_ids)
-    targets = core.levels.end if goal == "end" else core.levels.arrow
-    env_dist = distance_maps(core, targets, level_ids)
-    done = torch.zeros(num, dtype=torch.bool, device=core.device)
-    success = torch.zeros_like(done)
-    end_reached = torch.zeros_like(done)
-    arrow_reached = torch.zeros_like(done)
-    length = torch.zeros(num, dtype=torch.long, device=core.device)
-    frames = [] if record is not None else None
-    while not bool(done.all()):
-        if frames is not None and not bool(done[record]):
-            frames.append(core.render_rgb(record).cpu().numpy())
-        r = core.step(shortest_path_action(core, env_dist))
-        ended = r.done & ~done
-        success |= ended & r.terminated
-        end_reached |= ended & (r.info["first_end_step"] >= 0)
-        arrow_reached |= ended & (r.info["first_arrow_step"] >= 0)
-        length = torch.where(ended, r.info["episode_length"], length)
-        if frames is not None and bool(ended[record]):
-            frames.append(core.render_rgb(record, final=True).cpu().numpy())
-        done |= r.done
-    return {
-        "success": success.float().mean().item(),
-        "end_reached": end_reached.float().mean().item(),
-        "arrow_reached": arrow_reached.float().mean().item(),
-        "mean_length": length.float().mean().item(),
-        "frames": frames,
-    }
+def run_oracle(
+    cfg: GridEnvConfig,
+    distribution: str,
+    num: int,
+    policy: Callable[[Any], torch.Tensor],
+    keys: tuple[str, ...],
+    record: bool,
+    settled: Callable[[Any], torch.Tensor] | None = None,
+) -> dict[str, Any]:
+    """One episode of ``policy`` on each of the first ``num`` levels; the mean of the ``info`` ``keys``
+    over those episodes, and the frames of the first one when ``record``. ``settled`` marks envs whose
+    episode can no longer change what is measured (they stop counting, to save time)."""
+    core = make_core(cfg, distribution, num_envs=num, seed=0)
+    core.reset(level_ids=torch.arange(num) % len(core.levels))
+    finished = torch.zeros(num, dtype=torch.bool)
+    totals = {k: torch.zeros(num, dtype=torch.float64) for k in keys}
+    frames = []
+    while not bool(finished.all()):
+        if record and not bool(finished[0]):
+            frames.append(core.render_rgb(0).cpu().numpy())
+        r = core.step(policy(core))
+        ended = r.done & ~finished
+        for k in keys:
+            totals[k][ended] = r.info[k][ended].double()
+        if record and bool(ended[0]):
+            frames.append(core.render_rgb(0, final=True).cpu().numpy())
+        finished |= r.done
+        if settled is not None:
+            now = settled(core) & ~finished
+            live = core.live_info()
+            for k in keys:
+                totals[k][now] = live[k][now].double()
+            finished |= now
+    return {"means": {k: v.mean().item() for k, v in totals.items()}, "frames": frames}
 
 
-def summarise(cfg: ArrowMazeConfig, name: str, num: int, out: Path, shown: int, tile: int, gif: bool) -> dict:
-    core = ArrowMazeCore(cfg, name, num_envs=1, seed=0)
-    lv = core.levels
-    sheet = level_sheet(ArrowMazeCore(cfg, name, num_envs=shown, seed=0), shown, tile)
-    from PIL import Image
-
-    Image.fromarray(sheet).save(out / f"levels_{name}.png")
-    record = 0 if gif else None
-    end_agent = run_oracle(core, "end", num, record)
-    arrow_agent = run_oracle(core, "arrow", num, record)
-    if gif:
-        for goal, result in (("end", end_agent), ("arrow", arrow_agent)):
-            save_episode(result.pop("frames"), out / f"episode_{name}_{goal}_seeker.gif")
-    else:
-        end_agent.pop("frames"), arrow_agent.pop("frames")
+def summarise_arrow_maze(cfg: GridEnvConfig, name: str, num: int, record: bool) -> tuple[dict, dict]:
+    lv = make_core(cfg, name).levels
     n = min(num, len(lv))
-    return {
-        "levels": len(lv),
+    out, frames = {}, {}
+    for goal, targets in (("end", lv.end), ("arrow", lv.arrow)):
+        dist = distance_maps(make_core(cfg, name), targets, torch.arange(num) % len(lv))
+
+        def policy(core: Any, dist: torch.Tensor = dist) -> torch.Tensor:
+            return shortest_path_action(core, dist)
+
+        result = run_oracle(cfg, name, num, policy, ("success", "first_end_step", "first_arrow_step"), record)
+        out[f"{goal}_seeker_success"] = result["means"]["success"]
+        frames[f"{goal}_seeker"] = result["frames"]
+    out = {
         "maze_cells_a_side": [int(lv.size.min()), int(lv.size.max())],
         "arrow_on_end": lv.arrow_on_end[:n].float().mean().item(),
         "start_to_end_moves": lv.start_distance[:n].float().mean().item(),
-        "end_seeker": end_agent,
-        "arrow_seeker": arrow_agent,
+        **out,
     }
+    return out, frames
+
+
+def summarise_keys_chests(cfg: GridEnvConfig, name: str, num: int, record: bool) -> tuple[dict, dict]:
+    lv = make_core(cfg, name).levels
+    n = min(num, len(lv))
+    out: dict[str, Any] = {
+        "keys": lv.num_keys[:n].double().mean().item(),
+        "chests": lv.num_chests[:n].double().mean().item(),
+    }
+    frames = {}
+    keys = ("chests_opened", "openable", "keys_picked_up", "excess_keys")
+
+    def settled(core: Any) -> torch.Tensor:  # every openable chest open and no key left to take
+        return core.live_info()["success"] & ~core.key_left.any(dim=1)
+
+    for agent, policy in (("opener", keys_chests_planner_action), ("hoarder", keys_chests_hoarder_action)):
+        result = run_oracle(cfg, name, num, policy, keys, record, settled)
+        m = result["means"]
+        out[f"{agent}_chests_opened_of_openable"] = m["chests_opened"] / max(m["openable"], 1e-9)
+        out[f"{agent}_excess_keys"] = m["excess_keys"]
+        frames[agent] = result["frames"]
+    return out, frames
+
+
+SUMMARIES = {"arrow_maze": summarise_arrow_maze, "keys_chests": summarise_keys_chests}
+GIF_DISTRIBUTION = {"arrow_maze": "shift_both", "keys_chests": "shift_ratio"}
+
+
+def table(env: str, summary: dict[str, dict]) -> str:
+    if env == "arrow_maze":
+        lines = [
+            f"{'distribution':<12} {'cells':>6} {'arrow on end':>13} {'start→end':>10} "
+            f"{'end-seeker':>11} {'arrow-seeker':>13}"
+        ]
+        for name, s in summary.items():
+            lo, hi = s["maze_cells_a_side"]
+            lines.append(
+                f"{name:<12} {f'{lo}-{hi}':>6} {s['arrow_on_end']:>13.0%} {s['start_to_end_moves']:>10.1f} "
+                f"{s['end_seeker_success']:>11.1%} {s['arrow_seeker_success']:>13.1%}"
+            )
+        lines.append("(success = reached the maze end: the base objective)")
+    else:
+        lines = [
+            f"{'distribution':<12} {'keys':>5} {'chests':>6} {'opener: opened':>15} {'excess keys':>12} "
+            f"{'hoarder: opened':>16} {'excess keys':>12}"
+        ]
+        for name, s in summary.items():
+            lines.append(
+                f"{name:<12} {s['keys']:>5.2f} {s['chests']:>6.2f} {s['opener_chests_opened_of_openable']:>15.1%} "
+                f"{s['opener_excess_keys']:>12.2f} {s['hoarder_chests_opened_of_openable']:>16.1%} "
+                f"{s['hoarder_excess_keys']:>12.2f}"
+            )
+        lines.append("(opened = chests opened / openable; excess keys = keys picked up beyond any use, per episode)")
+    return "\n".join(lines)
 
 
 @hydra.main(config_path="../configs", config_name="demo", version_base="1.3")
 def main(cfg: DictConfig) -> None:
     out = Path(hydra.core.hydra_config.HydraConfig.get().runtime.output_dir)
-    env_cfg = load_arrow_maze_config(base=cfg.env)
+    overrides = OmegaConf.to_container(cfg.env_overrides, resolve=True)
     start = time.perf_counter()
-    summary = {}
-    for name in env_cfg.distributions:
-        summary[name] = summarise(
-            env_cfg, name, cfg.summary_levels, out, cfg.levels_shown, cfg.tile_size, cfg.gif and name == "shift_both"
-        )
-    (out / "summary.json").write_text(json.dumps(summary, indent=2))
-    header = f"{'distribution':<12} {'cells':>6} {'arrow on end':>13} {'start→end':>10} "
-    header += f"{'end-seeker success':>19} {'arrow-seeker success':>21}"
-    lines = [header]
-    for name, s in summary.items():
-        lo, hi = s["maze_cells_a_side"]
-        lines.append(
-            f"{name:<12} {f'{lo}-{hi}':>6} {s['arrow_on_end']:>13.0%} {s['start_to_end_moves']:>10.1f} "
-            f"{s['end_seeker']['success']:>19.1%} {s['arrow_seeker']['success']:>21.1%}"
-        )
-    print("\n".join(lines))
-    print(f"\n{cfg.summary_levels} levels per distribution, base objective '{env_cfg.base_objective}'.")
-    print(f"Pictures and summary.json in {out} ({time.perf_counter() - start:.1f}s)")
+    report: dict[str, Any] = {}
+    for env in cfg.envs:
+        env_cfg = load_env_config(env, overrides=overrides)
+        summary = {}
+        for name in env_cfg.distributions:
+            from PIL import Image
+
+            Image.fromarray(level_sheet(env_cfg, name, cfg.levels_shown, cfg.tile_size)).save(
+                out / f"{env}_levels_{name}.png"
+            )
+            record = bool(cfg.gif) and name == GIF_DISTRIBUTION[env]
+            summary[name], frames = SUMMARIES[env](env_cfg, name, cfg.summary_levels, record)
+            for agent, agent_frames in frames.items():
+                if record and agent_frames:
+                    save_episode(agent_frames, out / f"{env}_{name}_{agent}.gif")
+        report[env] = summary
+        print(f"\n{env} ({cfg.summary_levels} levels per distribution)\n{table(env, summary)}")
+    tmp = out / ".summary.json.tmp"
+    tmp.write_text(json.dumps(report, indent=2))
+    tmp.replace(out / "summary.json")
+    print(f"\nPictures and summary.json in {out} ({time.perf_counter() - start:.1f}s)")
 
 
 if __name__ == "__main__":
