@@ -9,7 +9,7 @@ import pytest
 import torch
 from hypothesis import HealthCheck, settings
 
-from envs.config import ArrowMazeConfig, load_arrow_maze_config
+from envs.config import ArrowMazeConfig, KeysChestsConfig, load_arrow_maze_config, load_keys_chests_config
 
 os.environ.setdefault("WANDB_MODE", "disabled")
 torch.set_num_threads(min(2, torch.get_num_threads()))
@@ -34,6 +34,17 @@ def small_config(**overrides: Any) -> ArrowMazeConfig:
         else:
             merged[key] = value
     return load_arrow_maze_config(merged)
+
+
+def kc_config(**overrides: Any) -> KeysChestsConfig:
+    """The keys-and-chests presets on the CPU with 256 levels per distribution, plus ``overrides``."""
+    base: dict[str, Any] = {
+        "device": "cpu",
+        "num_levels": 256,
+        "distributions": {name: {"num_levels": 256} for name in ("shift_ratio", "shift_size", "shift_both")},
+    }
+    base["distributions"].update(overrides.pop("distributions", {}))
+    return load_keys_chests_config({**base, **overrides})
 
 
 @pytest.fixture

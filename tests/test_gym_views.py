@@ -12,22 +12,32 @@ from gymnasium.utils.env_checker import check_env as gym_check_env
 from gymnasium.vector import AutoresetMode, SyncVectorEnv
 from stable_baselines3.common.env_checker import check_env as sb3_check_env
 
-import envs  # noqa: F401  (registers the ids)
+import envs
 from envs.arrow_maze import ArrowMazeEnv, ArrowMazeVectorEnv
-from tests.conftest import small_config
+from tests.conftest import kc_config, small_config
 
 ENV_ID = "misgen/ArrowMaze-v0"
 
 
+# Every registered environment, with a small CPU config factory.
+ENVS = {
+    "misgen/ArrowMaze-v0": small_config,
+    "misgen/KeysChests-v0": kc_config,
+}
+assert set(ENVS) == {env_id for env_id, *_ in envs.ENVIRONMENTS}, "a registered env has no view tests"
+
+
+@pytest.mark.parametrize("env_id", ENVS)
 @pytest.mark.parametrize("obs_mode", ["symbolic", "rgb"])
-def test_gymnasium_check_env_passes(obs_mode):
-    env = gym.make(ENV_ID, config=small_config(obs_mode=obs_mode), render_mode="rgb_array")
+def test_gymnasium_check_env_passes(env_id, obs_mode):
+    env = gym.make(env_id, config=ENVS[env_id](obs_mode=obs_mode), render_mode="rgb_array")
     gym_check_env(env.unwrapped, skip_render_check=False)
 
 
+@pytest.mark.parametrize("env_id", ENVS)
 @pytest.mark.parametrize("obs_mode", ["symbolic", "rgb"])
-def test_sb3_check_env_passes(obs_mode):
-    env = ArrowMazeEnv(config=small_config(obs_mode=obs_mode))
+def test_sb3_check_env_passes(env_id, obs_mode):
+    env = gym.make(env_id, config=ENVS[env_id](obs_mode=obs_mode)).unwrapped
     with warnings.catch_warnings():
         # SB3 warns that a 0/1 uint8 image is not in [0, 255] and is smaller than its default CNN's
         # input; both are true of symbolic observations and are not errors.
@@ -61,13 +71,14 @@ def test_make_with_a_misspelt_override_names_the_key():
         gym.make(ENV_ID, base_objectve="arrow")
 
 
+@pytest.mark.parametrize("env_id", ENVS)
 @pytest.mark.parametrize("distribution", ["train", "shift_both"])
-def test_vector_view_and_single_envs_agree_step_for_step(distribution):
-    cfg = small_config()
+def test_vector_view_and_single_envs_agree_step_for_step(env_id, distribution):
+    cfg = ENVS[env_id]()
     n = 6
     levels = [3, 17, 42, 99, 100, 255]
-    venv = ArrowMazeVectorEnv(num_envs=n, distribution=distribution, device="cpu", config=cfg)
-    singles = [ArrowMazeEnv(distribution=distribution, config=cfg) for _ in range(n)]
+    venv = gym.make_vec(env_id, num_envs=n, distribution=distribution, device="cpu", config=cfg)
+    singles = [gym.make(env_id, distribution=distribution, config=cfg).unwrapped for _ in range(n)]
     obs, _ = venv.reset(seed=0, options={"level": levels})
     for i, env in enumerate(singles):
         o, info = env.reset(seed=i, options={"level": levels[i]})
@@ -83,11 +94,13 @@ def test_vector_view_and_single_envs_agree_step_for_step(distribution):
             assert (r, te, tr) == (rew[i], term[i], trunc[i])
             if te or tr:
                 np.testing.assert_array_equal(o, info["final_obs"][i])
-                for key in ("success", "episode_length", "first_end_step", "first_arrow_step", "level"):
-                    assert inf[key] == info["final_info"][key][i], key
+                for key, value in inf.items():
+                    assert value == info["final_info"][key][i], key
                 live[i] = False
             else:
                 np.testing.assert_array_equal(o, obs[i])
+        if not live.any():
+            break
     assert not live.any()  # every env reached its time limit at the latest
 
 

@@ -2,42 +2,24 @@
 
 from __future__ import annotations
 
-import warnings
-
-import gymnasium as gym
-import numpy as np
 import pytest
 import torch
-from gymnasium.utils.env_checker import check_env as gym_check_env
 from hypothesis import given
 from hypothesis import strategies as st
-from stable_baselines3.common.env_checker import check_env as sb3_check_env
 
-import envs  # noqa: F401  (registers the ids)
 from analysis.planning import keys_chests_hoarder_action, keys_chests_planner_action
-from envs.config import ConfigError, KeysChestsConfig, load_keys_chests_config
+from envs.config import ConfigError
 from envs.grid import UNREACHABLE, Canvas, bfs_distances
-from envs.keys_chests import CHANNELS, KeysChestsCore, KeysChestsEnv, KeysChestsVectorEnv
+from envs.keys_chests import CHANNELS, KeysChestsCore
 from envs.keys_chests_levels import (
     NO_OBJECT,
     KeysChestsSpec,
     generate_keys_chests_levels,
     generate_keys_chests_levels_by_id,
 )
+from tests.conftest import kc_config
 
 DISTRIBUTIONS = ("train", "shift_ratio", "shift_size", "shift_both")
-
-
-def kc_config(**overrides) -> KeysChestsConfig:
-    """The presets on the CPU with 256 levels per distribution, plus ``overrides``."""
-    base = {
-        "device": "cpu",
-        "num_levels": 256,
-        "distributions": {name: {"num_levels": 256} for name in DISTRIBUTIONS[1:]},
-    }
-    dists = overrides.pop("distributions", {})
-    base["distributions"].update(dists)
-    return load_keys_chests_config({**base, **overrides})
 
 
 def _objects(lv, name: str, count: torch.Tensor) -> list[list[int]]:
@@ -294,41 +276,7 @@ def test_same_seed_same_trajectory():
 
 
 # -------------------------------------------------------------------------- views
-@pytest.mark.parametrize("obs_mode", ["symbolic", "rgb"])
-def test_gymnasium_and_sb3_check_env_pass(obs_mode):
-    env = gym.make("misgen/KeysChests-v0", config=kc_config(obs_mode=obs_mode, hidden_chests=True), render_mode="ansi")
-    gym_check_env(env.unwrapped, skip_render_check=False)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", UserWarning)  # 0/1 uint8 "image" bounds: true, not an error
-        sb3_check_env(KeysChestsEnv(config=kc_config(obs_mode=obs_mode)), warn=True)
-
-
-def test_vector_view_and_single_envs_agree_step_for_step():
-    cfg = kc_config(hidden_chests=True)
-    n, levels = 4, [0, 7, 100, 255]
-    venv = gym.make_vec("misgen/KeysChests-v0", num_envs=n, config=cfg, device="cpu")
-    assert isinstance(venv, KeysChestsVectorEnv)
-    singles = [KeysChestsEnv(config=cfg) for _ in range(n)]
-    obs, _ = venv.reset(seed=0, options={"level": levels})
-    for i, env in enumerate(singles):
-        np.testing.assert_array_equal(env.reset(seed=i, options={"level": levels[i]})[0], obs[i])
-    rng = np.random.default_rng(0)
-    live = np.ones(n, dtype=bool)
-    for _ in range(int(venv.core.levels.max_steps.max())):
-        actions = rng.integers(0, 4, n)
-        obs, rew, term, trunc, info = venv.step(actions)
-        for i in np.flatnonzero(live):
-            o, r, te, tr, inf = singles[i].step(actions[i])
-            assert (r, te, tr) == (rew[i], term[i], trunc[i])
-            if te or tr:
-                np.testing.assert_array_equal(o, info["final_obs"][i])
-                assert all(inf[k] == info["final_info"][k][i] for k in inf)
-                live[i] = False
-            else:
-                np.testing.assert_array_equal(o, obs[i])
-        if not live.any():
-            break
-    assert not live.any()
+# API checks and view equivalence for every registered env: tests/test_gym_views.py.
 
 
 def test_rgb_frames_show_keys_held_in_a_bottom_row():
