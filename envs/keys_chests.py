@@ -31,9 +31,11 @@ recorded in ``info`` only.
 
 ## Info (per ended episode; ``B``-vectors)
 ``success`` (every openable chest opened), ``chests_opened``, ``openable`` (``min(keys, chests)``),
-``keys_picked_up``, ``excess_keys`` (keys picked up beyond ``openable``: beyond any use),
-``keys_after_openable`` (keys picked up once every openable chest was open), ``first_key_step``,
-``first_chest_step`` (-1 if never), ``hidden_chests_visited``, ``episode_length``, ``level``.
+``keys_picked_up``, ``excess_keys`` (keys picked up beyond ``openable``: beyond any use; the same
+as counting each pickup made when the keys held and the chests opened already cover ``openable``),
+``first_key_step``, ``first_chest_step`` (-1 if never), ``hidden_chests_visited``,
+``episode_length``, ``level``. ("Keys picked up after the last openable chest was opened" is always
+0 under these rules: by then either no key is left or every chest is open and the episode over.)
 
 ## Batched core
 State is a few ``(B,)`` and ``(B, slots)`` tensors; walls and object positions live in a level
@@ -131,9 +133,7 @@ class KeysChestsCore(GridCore):
         self.rec = self._records.index_select(0, level)
         self.pos = self.rec[:, self._START]
         zeros = torch.zeros(b, dtype=torch.long, device=dev)
-        self.t, self.inventory, self.keys_picked, self.chests_opened, self.keys_after = (
-            zeros.clone() for _ in range(5)
-        )
+        self.t, self.inventory, self.keys_picked, self.chests_opened = (zeros.clone() for _ in range(4))
         self.first_key, self.first_chest = torch.full_like(zeros, NOT_YET), torch.full_like(zeros, NOT_YET)
         self.key_left = self.rec[:, self._keys] != NO_OBJECT
         self.chest_left = self.rec[:, self._chests] != NO_OBJECT
@@ -157,7 +157,6 @@ class KeysChestsCore(GridCore):
         key_left = self.key_left & ~on_key
         inventory = self.inventory + picked
         openable = rec[:, self._OPENABLE]
-        keys_after = self.keys_after + (picked & (self.chests_opened >= openable))
 
         # Chests: open the closed one under the agent if a key is held.
         opens = (rec[:, self._chests] == here) & self.chest_left & (inventory > 0)[:, None]
@@ -190,7 +189,6 @@ class KeysChestsCore(GridCore):
         self.inventory = torch.where(done, 0, inventory)
         self.keys_picked = torch.where(done, 0, keys_picked)
         self.chests_opened = torch.where(done, 0, chests_opened)
-        self.keys_after = torch.where(done, 0, keys_after)
         self.first_key = torch.where(done, NOT_YET, first_key)
         self.first_chest = torch.where(done, NOT_YET, first_chest)
         self.key_left = torch.where(fresh, self.rec[:, self._keys] != NO_OBJECT, key_left)
@@ -201,9 +199,7 @@ class KeysChestsCore(GridCore):
             reward=reward,
             terminated=terminated,
             truncated=truncated,
-            info=self._info(
-                t, level, keys_picked, chests_opened, openable, keys_after, first_key, first_chest, hidden_seen
-            ),
+            info=self._info(t, level, keys_picked, chests_opened, openable, first_key, first_chest, hidden_seen),
         )
 
     def _info(
@@ -213,7 +209,6 @@ class KeysChestsCore(GridCore):
         keys_picked: torch.Tensor,
         chests_opened: torch.Tensor,
         openable: torch.Tensor,
-        keys_after: torch.Tensor,
         first_key: torch.Tensor,
         first_chest: torch.Tensor,
         hidden_seen: torch.Tensor,
@@ -226,7 +221,6 @@ class KeysChestsCore(GridCore):
             "chests_opened": chests_opened,
             "openable": openable,
             "excess_keys": (keys_picked - openable).clamp(min=0),
-            "keys_after_openable": keys_after,
             "first_key_step": first_key,
             "first_chest_step": first_chest,
             "hidden_chests_visited": hidden_seen.sum(dim=1),
@@ -240,7 +234,6 @@ class KeysChestsCore(GridCore):
             self.keys_picked,
             self.chests_opened,
             self.rec[:, self._OPENABLE],
-            self.keys_after,
             self.first_key,
             self.first_chest,
             self.hidden_seen,

@@ -141,10 +141,8 @@ def generate_keys_chests_levels_by_id(spec: KeysChestsSpec, ids: torch.Tensor) -
         walkable = generate_mazes(heights, widths, rand).open_tiles(include_exit=False)
     else:
         walkable = _rooms(heights, widths, spec, rand)
-    flat = walkable.flatten(1)
-
     # Objects on distinct walkable tiles, in slot order: keys, chests, hidden chests, start.
-    slots = rand.distinct(flat, spec.max_objects, OBJECTS)
+    slots = rand.distinct(walkable, spec.max_objects, OBJECTS)
     num_keys = rand.integers(spec.min_keys, spec.max_keys + 1, COUNT_KEYS)
     num_chests = rand.integers(spec.min_chests, spec.max_chests + 1, COUNT_CHESTS)
     num_hidden = (
@@ -161,7 +159,7 @@ def generate_keys_chests_levels_by_id(spec: KeysChestsSpec, ids: torch.Tensor) -
         return torch.where(torch.arange(count)[None, :] < present[:, None], part, NO_OBJECT)
 
     k, c = spec.max_keys, spec.max_chests
-    return KeysChestsLevels(
+    levels = KeysChestsLevels(
         tiles=placed.tiles,
         blocked=placed.blocked,
         start=pos[:, -1],
@@ -174,6 +172,32 @@ def generate_keys_chests_levels_by_id(spec: KeysChestsSpec, ids: torch.Tensor) -
         max_steps=time_limits(spec.max_steps, spec.max_steps_per_cell, heights * widths),
         size=torch.stack([heights, widths], dim=1),
     )
+    _check_time_limits(levels, spec, canvas)
+    return levels
+
+
+def _check_time_limits(levels: KeysChestsLevels, spec: KeysChestsSpec, canvas: Canvas) -> None:
+    """Raise if a level's time limit is below a lower bound on opening its first chest: walk to
+    the nearest key, then from a key to the chest nearest any key."""
+    keys = torch.zeros_like(levels.blocked)
+    keys.scatter_(1, levels.keys, True)
+    keys[:, NO_OBJECT] = False
+    to_key = bfs_distances(levels.blocked, keys, canvas.padded)  # distance to the nearest key
+    has_key = levels.num_keys > 0
+    first_key = to_key.gather(1, levels.start[:, None])[:, 0]
+    chest_dist = to_key.gather(1, levels.chests).masked_fill(levels.chests == NO_OBJECT, 2**40)
+    bound = first_key + chest_dist.min(dim=1).values
+    short = has_key & (levels.max_steps < bound)
+    if bool(short.any()):
+        key = (
+            f"max_steps={spec.max_steps}"
+            if spec.max_steps is not None
+            else f"max_steps_per_cell={spec.max_steps_per_cell}"
+        )
+        raise ConfigError(
+            f"{key} leaves {int(short.sum())} levels of {spec.distribution!r} unable to open a single chest in time "
+            f"(the shortest such walk is up to {int(bound[short].max())} moves)"
+        )
 
 
 def _rooms(heights: torch.Tensor, widths: torch.Tensor, spec: KeysChestsSpec, rand: LevelRandom) -> torch.Tensor:
@@ -186,11 +210,10 @@ def _rooms(heights: torch.Tensor, widths: torch.Tensor, spec: KeysChestsSpec, ra
     interior = (y >= 1) & (y < 2 * heights[:, None, None]) & (x >= 1) & (x < 2 * widths[:, None, None])
     walkable = torch.zeros((n, th, tw), dtype=torch.bool)
     todo = torch.arange(n)
-    tile_ids = torch.arange(th * tw)
     for attempt in range(ROOM_ATTEMPTS):
-        blocks = rand.uniform(ROOM_BLOCKS, attempt, tile_ids)[todo] < spec.wall_density
-        open_ = interior[todo].flatten(1) & ~blocks.view(len(todo), -1)
-        source = rand.uniform(ROOM_SOURCE, attempt, tile_ids)[todo]
+        blocks = rand.grid_uniform(ROOM_BLOCKS, th, tw, attempt)[todo] < spec.wall_density
+        open_ = (interior[todo] & ~blocks).flatten(1)
+        source = rand.grid_uniform(ROOM_SOURCE, th, tw, attempt)[todo].flatten(1)
         source = torch.where(open_, source, -1.0).argmax(dim=1)
         # The room's wall ring blocks every border tile, so flat BFS shifts cannot wrap.
         component = bfs_distances(~open_, source, tw) >= 0

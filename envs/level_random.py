@@ -30,9 +30,13 @@ class LevelRandom:
     """Random draws for a batch of levels ``ids`` (``(N,)`` int64) of the stream ``seed``."""
 
     def __init__(self, seed: int, ids: torch.Tensor) -> None:
-        base = _mix(torch.tensor(seed & _M32, dtype=torch.long)) ^ ((seed >> 32) & _M32)
+        lo = _mix(torch.tensor(seed & _M32, dtype=torch.long))
+        b1 = _mix(lo ^ ((seed >> 32) & _M32))
+        b2 = _mix(b1 ^ 0x5BD1E995)
         self.ids = ids.long()
-        self._key = _mix(_mix(base) ^ (self.ids & _M32))
+        # Two rounds keyed by the seed: the id enters non-linearly, so no two seeds give level
+        # sets that are reorderings of one another (as a single XOR of id and seed would).
+        self._key = _mix(_mix((self.ids & _M32) ^ b1) ^ b2)
 
     def __len__(self) -> int:
         return self.ids.shape[0]
@@ -67,16 +71,24 @@ class LevelRandom:
             low_t = low_t.reshape(-1, *([1] * (u.dim() - 1)))
         return low_t + torch.minimum((u * span).long(), span - 1)
 
+    def grid_uniform(self, purpose: int, height: int, width: int, *counters: int) -> torch.Tensor:
+        """``(N, height, width)`` uniforms indexed by tile ``(y, x)``: a tile's draw does not depend
+        on the grid's size, so on which other levels share the batch."""
+        y = torch.arange(height)[:, None]
+        x = torch.arange(width)[None, :]
+        return self.uniform(purpose, *counters, y, x)
+
     def choice(self, mask: torch.Tensor, purpose: int) -> torch.Tensor:
-        """Per level, a uniformly random column among the True entries of ``mask`` ``(N, K)``."""
-        scores = self.uniform(purpose, torch.arange(mask.shape[1]))
-        return torch.where(mask, scores, -1.0).argmax(dim=1)
+        """Per level, a uniformly random ``(y, x)`` among the True entries of the grid ``mask``
+        ``(N, H, W)``, as a flat index ``y * W + x``."""
+        scores = self.grid_uniform(purpose, mask.shape[1], mask.shape[2])
+        return torch.where(mask, scores, -1.0).flatten(1).argmax(dim=1)
 
     def distinct(self, mask: torch.Tensor, k: int, purpose: int) -> torch.Tensor:
-        """Per level, ``k`` distinct columns drawn uniformly among the True entries of ``mask``, in
-        random order (every row needs at least ``k`` True entries)."""
-        scores = self.uniform(purpose, torch.arange(mask.shape[1]))
-        return torch.where(mask, scores, -1.0).topk(k, dim=1).indices
+        """Per level, ``k`` distinct flat indices drawn uniformly among the True entries of the grid
+        ``mask`` ``(N, H, W)``, in random order (every level needs at least ``k`` True entries)."""
+        scores = self.grid_uniform(purpose, mask.shape[1], mask.shape[2])
+        return torch.where(mask, scores, -1.0).flatten(1).topk(k, dim=1).indices
 
 
 def draw(stream: torch.Tensor, counter: int) -> torch.Tensor:

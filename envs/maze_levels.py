@@ -109,7 +109,7 @@ def generate_maze_levels_by_id(spec: LevelSpec, ids: torch.Tensor) -> MazeLevels
             f"min_start_distance={spec.min_start_distance} is impossible for distribution "
             f"{spec.distribution!r}: some of its mazes have no cell farther than {worst} moves from the exit"
         )
-    start_cell = rand.choice(eligible.flatten(1), START)
+    start_cell = rand.choice(eligible, START)
     start_dist = move_dist.flatten(1)[rows, start_cell]
 
     # Arrow: on the exit, or on a uniformly random cell other than the start.
@@ -121,7 +121,7 @@ def generate_maze_levels_by_id(spec: LevelSpec, ids: torch.Tensor) -> MazeLevels
             f"distribution {spec.distribution!r} places arrows at random but min_size={spec.min_size} allows "
             "1-cell mazes, which have no cell for the arrow besides the start; use min_size >= 2"
         )
-    arrow_cell = rand.choice(not_start, ARROW)
+    arrow_cell = rand.choice(not_start.view_as(cells), ARROW)
 
     placed = place_on_canvas(open_tiles, 2 * heights + 1, 2 * widths + 1, canvas, spec.placement, rand)
     tiles = placed.tiles

@@ -75,14 +75,24 @@ def test_rooms_keep_only_the_start_component_and_mazes_are_perfect():
     assert torch.equal(dist >= 0, ~room.blocked)  # every walkable tile is in the start's component
 
 
-def test_level_sets_are_nested_and_levels_regenerate_by_id():
-    spec = KeysChestsSpec.of(kc_config(), "shift_both")
-    small, large = generate_keys_chests_levels(spec, 8), generate_keys_chests_levels(spec, 32)
-    ids = torch.tensor([3, 30])
-    alone = generate_keys_chests_levels_by_id(spec, ids)
-    for name in ("tiles", "blocked", "start", "keys", "chests", "num_keys"):
-        assert torch.equal(getattr(small, name), getattr(large, name)[:8])
-        assert torch.equal(getattr(alone, name), getattr(large, name)[ids])
+@pytest.mark.parametrize("layout", ["room", "maze"])
+def test_level_sets_are_nested_and_every_level_regenerates_alone(layout):
+    spec = KeysChestsSpec.of(kc_config(layout=layout), "train")
+    small, large = generate_keys_chests_levels(spec, 1), generate_keys_chests_levels(spec, 40)
+    names = ("tiles", "blocked", "start", "keys", "chests", "num_keys", "num_chests")
+    for name in names:
+        assert torch.equal(getattr(small, name), getattr(large, name)[:1])
+    for i in range(40):
+        alone = generate_keys_chests_levels_by_id(spec, torch.tensor([i]))
+        for name in names:
+            assert torch.equal(getattr(alone, name)[0], getattr(large, name)[i]), (i, name)
+
+
+def test_time_limit_too_short_to_open_a_chest_is_an_impossible_layout():
+    with pytest.raises(
+        ConfigError, match=r"max_steps=2 leaves \d+ levels of 'shift_size' unable to open a single chest"
+    ):
+        KeysChestsCore(kc_config(max_steps=2, layout="maze"), "shift_size", num_envs=1)
 
 
 # -------------------------------------------------------------------------- rules
