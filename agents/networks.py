@@ -1,0 +1,108 @@
+"""Actor-critic networks: an IMPALA-style residual CNN (the procgen standard) and an MLP.
+
+Both take ``uint8`` observations as the envs give them (symbolic ``(C, S, S)`` channels or
+``(H, W, 3)`` pixels) and return action logits and a value. The CNN ends in adaptive pooling to a
+fixed grid, so a network trained on one canvas runs on any other without surgery.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+from torch import nn
+
+
+@dataclass
+class NetworkConfig:
+    """Architecture of the actor-critic."""
+
+    kind: str = "impala"
+    """``impala`` (residual CNN) or ``mlp``."""
+    channels: list[int] = field(default_factory=lambda: [16, 32, 32])
+    """IMPALA: output channels of each conv stack (each halves the resolution)."""
+    pool: int = 4
+    """IMPALA: side of the adaptive max-pool grid before the dense layer."""
+    hidden: int = 256
+    """Width of the dense layer(s)."""
+    mlp_layers: int = 3
+    """MLP: number of hidden layers."""
+
+    def validate(self) -> NetworkConfig:
+        if self.kind not in ("impala", "mlp"):
+            raise ValueError(f"agent.network.kind={self.kind!r} is not one of ['impala', 'mlp']")
+        if not self.channels or min(self.channels) < 1:
+            raise ValueError(f"agent.network.channels={self.channels} must be a non-empty list of positive ints")
+        for key in ("pool", "hidden", "mlp_layers"):
+            if getattr(self, key) < 1:
+                raise ValueError(f"agent.network.{key}={getattr(self, key)} must be >= 1")
+        return self
+
+
+def to_float(obs: torch.Tensor, pixels: bool) -> torch.Tensor:
+    """``uint8`` observations to float ``(B, C, H, W)``: pixels scaled to [0, 1] and moved channel-first."""
+    if pixels:
+        return obs.permute(0, 3, 1, 2).float().div_(255.0)
+    return obs.float()
+
+
+class _Residual(nn.Module):
+    def __init__(self, channels: int) -> None:
+        super().__init__()
+        self.conv0 = nn.Conv2d(channels, channels, 3, padding=1)
+        self.conv1 = nn.Conv2d(channels, channels, 3, padding=1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + self.conv1(torch.relu(self.conv0(torch.relu(x))))
+
+
+class _ConvStack(nn.Module):
+    def __init__(self, in_channels: int, out_channels: int) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(in_channels, out_channels, 3, padding=1)
+        self.pool = nn.MaxPool2d(3, stride=2, padding=1)
+        self.res0, self.res1 = _Residual(out_channels), _Residual(out_channels)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.res1(self.res0(self.pool(self.conv(x))))
+
+
+class ActorCritic(nn.Module):
+    """Policy and value heads on a shared torso; ``forward(obs) -> (logits, value)``."""
+
+    def __init__(self, obs_shape: tuple[int, ...], num_actions: int, cfg: NetworkConfig, pixels: bool) -> None:
+        super().__init__()
+        cfg.validate()
+        self.pixels = pixels
+        in_channels = obs_shape[-1] if pixels else obs_shape[0]
+        if cfg.kind == "impala":
+            stacks, c = [], in_channels
+            for out in cfg.channels:
+                stacks.append(_ConvStack(c, out))
+                c = out
+            self.torso = nn.Sequential(
+                *stacks,
+                nn.ReLU(),
+                nn.AdaptiveMaxPool2d(cfg.pool),
+                nn.Flatten(),
+                nn.Linear(c * cfg.pool * cfg.pool, cfg.hidden),
+                nn.ReLU(),
+            )
+        else:
+            size = 1
+            for d in obs_shape:
+                size *= d
+            layers: list[nn.Module] = [nn.Flatten()]
+            for i in range(cfg.mlp_layers):
+                layers += [nn.Linear(size if i == 0 else cfg.hidden, cfg.hidden), nn.Tanh()]
+            self.torso = nn.Sequential(*layers)
+        self.policy = nn.Linear(cfg.hidden, num_actions)
+        self.value = nn.Linear(cfg.hidden, 1)
+        nn.init.orthogonal_(self.policy.weight, gain=0.01)
+        nn.init.zeros_(self.policy.bias)
+        nn.init.orthogonal_(self.value.weight, gain=1.0)
+        nn.init.zeros_(self.value.bias)
+
+    def forward(self, obs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        h = self.torso(to_float(obs, self.pixels))
+        return self.policy(h), self.value(h).squeeze(-1)

@@ -1,0 +1,211 @@
+"""PPO on the device: rollout, GAE and update all on the batched core's device, no Python loop over envs.
+
+The algorithm reads top to bottom as in CleanRL: rollout, advantages, update. Time-limit truncation
+is not termination: a truncated step's reward is topped up with the discounted value of its final
+observation (bootstrapping), a terminated step's is not; neither lets advantages leak into the
+next episode.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from agents.networks import ActorCritic, NetworkConfig
+
+
+@dataclass
+class PPOConfig:
+    """PPO hyperparameters (defaults from the procgen literature)."""
+
+    num_envs: int = 256
+    """Envs stepped together."""
+    num_steps: int = 64
+    """Rollout length per env between updates."""
+    gamma: float = 0.999
+    """Discount."""
+    gae_lambda: float = 0.95
+    """GAE lambda."""
+    lr: float = 5e-4
+    """Adam learning rate."""
+    anneal_lr: bool = True
+    """Linearly anneal the learning rate to 0 over the run."""
+    clip_coef: float = 0.2
+    """PPO clip range (policy and value)."""
+    epochs: int = 3
+    """Passes over each rollout."""
+    minibatches: int = 8
+    """Minibatches per pass."""
+    ent_coef: float = 0.01
+    """Entropy bonus."""
+    vf_coef: float = 0.5
+    """Value loss weight."""
+    max_grad_norm: float = 0.5
+    """Gradient-norm clip."""
+    norm_adv: bool = True
+    """Normalise advantages per minibatch."""
+
+    def validate(self) -> PPOConfig:
+        positive = ("num_envs", "num_steps", "lr", "epochs", "minibatches", "max_grad_norm")
+        for key in positive:
+            if not getattr(self, key) > 0:
+                raise ValueError(f"agent.{key}={getattr(self, key)} must be > 0")
+        for key in ("gamma", "gae_lambda"):
+            if not 0.0 <= getattr(self, key) <= 1.0:
+                raise ValueError(f"agent.{key}={getattr(self, key)} must be in [0, 1]")
+        if (self.num_envs * self.num_steps) % self.minibatches:
+            batch = self.num_envs * self.num_steps
+            raise ValueError(f"agent.minibatches={self.minibatches} must divide num_envs * num_steps = {batch}")
+        return self
+
+
+def compute_gae(
+    rewards: torch.Tensor,
+    values: torch.Tensor,
+    last_value: torch.Tensor,
+    terminated: torch.Tensor,
+    truncated: torch.Tensor,
+    final_values: torch.Tensor,
+    gamma: float,
+    lam: float,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Advantages and returns ``(T, B)`` for a rollout with same-step autoreset.
+
+    ``values[t]`` is V(obs_t); ``last_value`` is V of the observation after the rollout;
+    ``final_values[t]`` is V of step t's final observation, used only where ``truncated[t]``.
+    """
+    done = (terminated | truncated).float()
+    bootstrap = gamma * final_values * truncated.float()
+    next_values = torch.cat([values[1:], last_value[None]], dim=0)
+    deltas = rewards + bootstrap + gamma * next_values * (1.0 - done) - values
+    advantages = torch.zeros_like(rewards)
+    running = torch.zeros_like(last_value)
+    for t in reversed(range(rewards.shape[0])):
+        running = deltas[t] + gamma * lam * (1.0 - done[t]) * running
+        advantages[t] = running
+    return advantages, advantages + values
+
+
+class PPO:
+    """PPO on one batched core (``envs.arrow_maze.ArrowMazeCore`` or ``envs.keys_chests.KeysChestsCore``)."""
+
+    def __init__(self, core, cfg: PPOConfig, net: NetworkConfig, seed: int = 0) -> None:
+        self.cfg = cfg.validate()
+        if core.num_envs != cfg.num_envs:
+            raise ValueError(f"the core has {core.num_envs} envs but agent.num_envs={cfg.num_envs}")
+        self.core = core
+        self.device = core.device
+        torch.manual_seed(seed)
+        self.net = ActorCritic(core.observation_shape, core.num_actions, net, core.cfg.obs_mode == "rgb").to(
+            self.device
+        )
+        self.optimizer = torch.optim.Adam(self.net.parameters(), lr=cfg.lr, eps=1e-5)
+        self._sample_gen = torch.Generator(device=self.device).manual_seed(seed)
+        self._perm_gen = torch.Generator(device=self.device).manual_seed(seed + 1)
+        self.obs = core.reset(seed=seed)
+        self.env_steps = 0
+        self.updates = 0
+
+    def act(self, obs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Sampled actions, their log-probabilities and the values, for a batch of observations."""
+        logits, value = self.net(obs)
+        logp_all = torch.log_softmax(logits, dim=-1)
+        probs = logp_all.exp()
+        action = torch.multinomial(probs, 1, generator=self._sample_gen).squeeze(-1)
+        return action, logp_all.gather(1, action[:, None]).squeeze(-1), value
+
+    def train_iteration(self, total_updates: int | None = None) -> dict[str, float]:
+        """One rollout and one update; returns the iteration's statistics."""
+        cfg, core, dev = self.cfg, self.core, self.device
+        t_len, b = cfg.num_steps, cfg.num_envs
+        if cfg.anneal_lr and total_updates:
+            self.optimizer.param_groups[0]["lr"] = cfg.lr * max(1.0 - self.updates / total_updates, 0.0)
+
+        # ------------------------------------------------------------------ rollout
+        obs_buf = torch.empty((t_len, b, *core.observation_shape), dtype=torch.uint8, device=dev)
+        actions = torch.empty((t_len, b), dtype=torch.long, device=dev)
+        logps, values, rewards, final_values = (torch.zeros((t_len, b), device=dev) for _ in range(4))
+        terminated = torch.zeros((t_len, b), dtype=torch.bool, device=dev)
+        truncated = torch.zeros_like(terminated)
+        ended = {"episodes": 0.0, "success": 0.0, "length": 0.0}
+        start = time.perf_counter()
+        with torch.no_grad():
+            for t in range(t_len):
+                obs_buf[t] = self.obs
+                actions[t], logps[t], values[t] = self.act(self.obs)
+                r = core.step(actions[t])
+                rewards[t], terminated[t], truncated[t] = r.reward, r.terminated, r.truncated
+                # Truncated episodes bootstrap from their final observation. On CPU the check is
+                # free; on CUDA it is one host sync per step (only the truncated rows are evaluated).
+                if bool(r.truncated.any()):
+                    final_values[t] = torch.where(r.truncated, self.net(core.final_obs())[1], 0.0)
+                done = r.done.float()
+                ended["episodes"] += done.sum()
+                ended["success"] += (r.info["success"].float() * done).sum()
+                ended["length"] += (r.info["episode_length"].float() * done).sum()
+                self.obs = r.obs
+            last_value = self.net(self.obs)[1]
+
+        # --------------------------------------------------------------- advantages
+        advantages, returns = compute_gae(
+            rewards, values, last_value, terminated, truncated, final_values, cfg.gamma, cfg.gae_lambda
+        )
+
+        # ------------------------------------------------------------------- update
+        b_obs = obs_buf.reshape(t_len * b, *core.observation_shape)
+        b_actions, b_logps, b_values = actions.reshape(-1), logps.reshape(-1), values.reshape(-1)
+        b_adv, b_returns = advantages.reshape(-1), returns.reshape(-1)
+        size = t_len * b // cfg.minibatches
+        stats = {"policy_loss": 0.0, "value_loss": 0.0, "entropy": 0.0, "clip_frac": 0.0}
+        for _ in range(cfg.epochs):
+            perm = torch.randperm(t_len * b, device=dev, generator=self._perm_gen)
+            for start_i in range(0, t_len * b, size):
+                mb = perm[start_i : start_i + size]
+                logits, new_value = self.net(b_obs[mb])
+                logp_all = torch.log_softmax(logits, dim=-1)
+                new_logp = logp_all.gather(1, b_actions[mb, None]).squeeze(-1)
+                entropy = -(logp_all.exp() * logp_all).sum(-1).mean()
+                ratio = (new_logp - b_logps[mb]).exp()
+                mb_adv = b_adv[mb]
+                if cfg.norm_adv:
+                    mb_adv = (mb_adv - mb_adv.mean()) / (mb_adv.std() + 1e-8)
+                policy_loss = torch.max(
+                    -mb_adv * ratio, -mb_adv * ratio.clamp(1 - cfg.clip_coef, 1 + cfg.clip_coef)
+                ).mean()
+                v_clipped = b_values[mb] + (new_value - b_values[mb]).clamp(-cfg.clip_coef, cfg.clip_coef)
+                value_loss = 0.5 * torch.max((new_value - b_returns[mb]) ** 2, (v_clipped - b_returns[mb]) ** 2).mean()
+                loss = policy_loss - cfg.ent_coef * entropy + cfg.vf_coef * value_loss
+                self.optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                nn.utils.clip_grad_norm_(self.net.parameters(), cfg.max_grad_norm)
+                self.optimizer.step()
+                stats["policy_loss"] += policy_loss.detach()
+                stats["value_loss"] += value_loss.detach()
+                stats["entropy"] += entropy.detach()
+                stats["clip_frac"] += ((ratio - 1).abs() > cfg.clip_coef).float().mean().detach()
+        n_mb = cfg.epochs * cfg.minibatches
+        out = {k: float(v) / n_mb for k, v in stats.items()}
+        if not all(torch.isfinite(torch.tensor(v)) for v in out.values()):
+            raise FloatingPointError(f"non-finite PPO loss at update {self.updates}: {out}")
+        episodes = float(ended["episodes"])
+        out["episodes"] = episodes
+        out["success_rate"] = float(ended["success"]) / episodes if episodes else float("nan")
+        out["episode_length"] = float(ended["length"]) / episodes if episodes else float("nan")
+        self.env_steps += t_len * b
+        self.updates += 1
+        out["env_steps"] = self.env_steps
+        out["steps_per_s"] = t_len * b / (time.perf_counter() - start)
+        return out
+
+    def train(self, total_env_steps: int, callback: Callable[[dict[str, float]], None] | None = None) -> None:
+        """Run iterations until ``total_env_steps`` env steps have been taken."""
+        per_iteration = self.cfg.num_envs * self.cfg.num_steps
+        total_updates = -(-total_env_steps // per_iteration)
+        while self.env_steps < total_env_steps:
+            stats = self.train_iteration(total_updates)
+            if callback is not None:
+                callback(stats)

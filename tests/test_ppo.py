@@ -1,0 +1,93 @@
+"""PPO core: advantages against a plain-loop reference, truncation bootstrapping, config checks."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from agents.networks import ActorCritic, NetworkConfig
+from agents.ppo import PPO, PPOConfig, compute_gae
+from envs.arrow_maze import ArrowMazeCore
+from envs.keys_chests import KeysChestsCore
+from tests.conftest import kc_config, small_config
+
+
+def reference_gae(rewards, values, last_value, terminated, truncated, final_values, gamma, lam):
+    """GAE written as a plain loop over steps and envs, one branch per case."""
+    t_len, b = rewards.shape
+    adv = torch.zeros(t_len, b, dtype=torch.float64)
+    for e in range(b):
+        running = 0.0
+        for t in reversed(range(t_len)):
+            if terminated[t, e]:
+                next_value, carry = 0.0, 0.0  # a true end: nothing after it
+            elif truncated[t, e]:
+                next_value, carry = float(final_values[t, e]), 0.0  # bootstrap, but the next obs is a new episode
+            else:
+                next_value = float(values[t + 1, e]) if t + 1 < t_len else float(last_value[e])
+                carry = 1.0
+            delta = float(rewards[t, e]) + gamma * next_value - float(values[t, e])
+            running = delta + gamma * lam * carry * running
+            adv[t, e] = running
+    return adv
+
+
+def test_fast_gae_equals_the_plain_loop_reference():
+    g = torch.Generator().manual_seed(0)
+    t_len, b = 17, 5
+    rewards = torch.rand(t_len, b, generator=g)
+    values, final_values = torch.randn(t_len, b, generator=g), torch.randn(t_len, b, generator=g)
+    last_value = torch.randn(b, generator=g)
+    ends = torch.rand(t_len, b, generator=g)
+    terminated, truncated = ends < 0.15, (ends >= 0.15) & (ends < 0.3)
+    adv, ret = compute_gae(rewards, values, last_value, terminated, truncated, final_values, 0.97, 0.9)
+    expected = reference_gae(rewards, values, last_value, terminated, truncated, final_values, 0.97, 0.9)
+    assert torch.allclose(adv.double(), expected, atol=1e-5)
+    assert torch.allclose(ret, adv + values)
+
+
+def test_truncation_bootstraps_from_the_final_value_and_termination_does_not():
+    zeros = torch.zeros(1, 1)
+    reward, value, final = torch.tensor([[1.0]]), torch.tensor([[0.5]]), torch.tensor([[10.0]])
+    last = torch.tensor([100.0])  # the next episode's first value: never used across an end
+    truncated_adv, _ = compute_gae(reward, value, last, zeros.bool(), ~zeros.bool(), final, 0.9, 0.95)
+    terminated_adv, _ = compute_gae(reward, value, last, ~zeros.bool(), zeros.bool(), final, 0.9, 0.95)
+    assert math.isclose(float(truncated_adv), 1.0 + 0.9 * 10.0 - 0.5, rel_tol=1e-6)
+    assert math.isclose(float(terminated_adv), 1.0 - 0.5, rel_tol=1e-6)
+
+
+@pytest.mark.parametrize("kind", ["impala", "mlp"])
+@pytest.mark.parametrize("env", ["arrow_maze", "keys_chests"])
+def test_one_ppo_iteration_on_each_env_gives_finite_statistics(env, kind):
+    core_cls, cfg = (ArrowMazeCore, small_config()) if env == "arrow_maze" else (KeysChestsCore, kc_config())
+    core = core_cls(cfg, "train", num_envs=16, seed=0)
+    ppo = PPO(
+        core, PPOConfig(num_envs=16, num_steps=8, minibatches=2, epochs=1), NetworkConfig(kind=kind, hidden=32), seed=0
+    )
+    before = [p.detach().clone() for p in ppo.net.parameters()]
+    stats = ppo.train_iteration()
+    assert stats["env_steps"] == 128
+    assert all(math.isfinite(stats[k]) for k in ("policy_loss", "value_loss", "entropy", "clip_frac"))
+    assert any(not torch.equal(a, p) for a, p in zip(before, ppo.net.parameters(), strict=True))
+
+
+def test_impala_network_runs_on_any_canvas():
+    net = ActorCritic((3, 25, 25), 4, NetworkConfig(), pixels=False)
+    for side in (9, 13, 25, 31):
+        logits, value = net(torch.zeros(2, 3, side, side, dtype=torch.uint8))
+        assert logits.shape == (2, 4) and value.shape == (2,)
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        ({"lr": -1.0}, r"agent\.lr=-1\.0 must be > 0"),
+        ({"minibatches": 3}, r"agent\.minibatches=3 must divide"),
+        ({"gamma": 1.5}, r"agent\.gamma=1\.5 must be in \[0, 1\]"),
+    ],
+)
+def test_bad_ppo_config_names_the_key(overrides, message):
+    with pytest.raises(ValueError, match=message):
+        PPOConfig(num_envs=16, num_steps=8, **overrides).validate()
