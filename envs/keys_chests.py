@@ -75,13 +75,10 @@ def _static_symbolic(spec: KeysChestsSpec, device: str) -> torch.Tensor:
     obs[:, WALL_CHANNEL] = (levels.tiles == WALL).flatten(1)
     rows = torch.arange(len(levels), device=device)[:, None]
     for channel, positions in ((KEY_CHANNEL, levels.keys), (CHEST_CHANNEL, levels.chests)):
-        present = (torch.arange(positions.shape[1], device=device) < _count(levels, channel)[:, None]).to(torch.uint8)
+        # Missing slots write 0 to canvas tile 0, which no object is ever on.
+        present = (positions != NO_OBJECT).to(torch.uint8)
         obs[rows, channel, canvas.to_canvas_flat(positions).clamp(0)] = present
     return obs
-
-
-def _count(levels: KeysChestsLevels, channel: int) -> torch.Tensor:
-    return levels.num_keys if channel == KEY_CHANNEL else levels.num_chests
 
 
 class KeysChestsCore(GridCore):
