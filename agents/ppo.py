@@ -140,7 +140,7 @@ class PPO:
                 r = core.step(actions[t])
                 rewards[t], terminated[t], truncated[t] = r.reward, r.terminated, r.truncated
                 # Truncated episodes bootstrap from their final observation. On CPU the check is
-                # free; on CUDA it is one host sync per step (only the truncated rows are evaluated).
+                # free; on CUDA it is one host sync per step (only the truncated rows are kept).
                 if bool(r.truncated.any()):
                     final_values[t] = torch.where(r.truncated, self.net(core.final_obs())[1], 0.0)
                 done = r.done.float()

@@ -11,6 +11,7 @@ import torch
 from envs.arrow_maze import ArrowMazeCore
 from envs.grid import bfs_distances
 from envs.keys_chests import KeysChestsCore
+from envs.keys_chests_levels import object_mask
 
 
 def distance_maps(core: ArrowMazeCore, targets: torch.Tensor, level_ids: torch.Tensor | None = None) -> torch.Tensor:
@@ -41,10 +42,7 @@ def shortest_path_action(core: ArrowMazeCore | KeysChestsCore, env_dist: torch.T
 
 def object_tiles(core: KeysChestsCore, positions: torch.Tensor, present: torch.Tensor) -> torch.Tensor:
     """``(B, P)`` bool: the padded tiles of the present objects of each env (``positions``, ``present``: ``(B, K)``)."""
-    mask = torch.zeros((positions.shape[0], core.canvas.num_padded), dtype=torch.bool, device=positions.device)
-    mask.scatter_(1, positions, present)
-    mask[:, 0] = False  # the slot of missing objects
-    return mask
+    return object_mask(positions, present, core.canvas.num_padded)
 
 
 def keys_chests_planner_action(core: KeysChestsCore) -> torch.Tensor:

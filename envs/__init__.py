@@ -10,17 +10,11 @@ from typing import Any
 
 from gymnasium.envs.registration import register, registry
 
-# One explicit list of the suite's environments: (id, single entry point, vector entry point).
-ENVIRONMENTS = (
-    ("misgen/ArrowMaze-v0", "envs.arrow_maze:ArrowMazeEnv", "envs.arrow_maze:ArrowMazeVectorEnv"),
-    ("misgen/KeysChests-v0", "envs.keys_chests:KeysChestsEnv", "envs.keys_chests:KeysChestsVectorEnv"),
-)
-
-
-# Config name (``configs/env/<name>.yaml``) -> (gymnasium id, batched core class).
-CORES = {
-    "arrow_maze": ("misgen/ArrowMaze-v0", "envs.arrow_maze:ArrowMazeCore"),
-    "keys_chests": ("misgen/KeysChests-v0", "envs.keys_chests:KeysChestsCore"),
+# One explicit table of the suite's environments: config name (``configs/env/<name>.yaml``) ->
+# (gymnasium id, module holding its batched core and its two gymnasium views, their class prefix).
+ENVIRONMENTS = {
+    "arrow_maze": ("misgen/ArrowMaze-v0", "envs.arrow_maze", "ArrowMaze"),
+    "keys_chests": ("misgen/KeysChests-v0", "envs.keys_chests", "KeysChests"),
 }
 
 
@@ -28,19 +22,20 @@ def make_core(cfg: Any, distribution: str = "train", num_envs: int = 1, seed: in
     """The batched core of the environment named by ``cfg.name``."""
     import importlib
 
-    if cfg.name not in CORES:
-        raise ValueError(f"env name {cfg.name!r} is not one of {sorted(CORES)}")
-    module, cls = CORES[cfg.name][1].split(":")
-    return getattr(importlib.import_module(module), cls)(cfg, distribution, num_envs, seed, device)
+    if cfg.name not in ENVIRONMENTS:
+        raise ValueError(f"env name {cfg.name!r} is not one of {sorted(ENVIRONMENTS)}")
+    _, module, prefix = ENVIRONMENTS[cfg.name]
+    return getattr(importlib.import_module(module), f"{prefix}Core")(cfg, distribution, num_envs, seed, device)
 
 
 def gym_id(env_name: str) -> str:
     """The gymnasium id of the environment named ``env_name``."""
-    return CORES[env_name][0]
+    return ENVIRONMENTS[env_name][0]
 
 
 def _register_all() -> None:
-    for env_id, entry_point, vector_entry_point in ENVIRONMENTS:
+    for env_id, module, prefix in ENVIRONMENTS.values():
+        entry_point, vector_entry_point = f"{module}:{prefix}Env", f"{module}:{prefix}VectorEnv"
         existing = registry.get(env_id)
         if existing is not None:
             if existing.entry_point != entry_point:

@@ -41,7 +41,6 @@ the core's device: a seed gives the same run on the same kind of device (CPU and
 from __future__ import annotations
 
 import functools
-from typing import Any
 
 import torch
 
@@ -97,7 +96,6 @@ class ArrowMazeCore(GridCore):
         if self.cfg.obs_mode == "symbolic":
             self._static = _static_symbolic(self.spec, self.cfg.end_marker, str(self.device))
             self.observation_shape: tuple[int, ...] = (len(self.channels), self.canvas.size, self.canvas.size)
-            self._row_offset = self._agent_offsets(num_envs)
         else:
             from envs.render import TileRenderer
 
@@ -167,15 +165,9 @@ class ArrowMazeCore(GridCore):
             return self._renderer.frames(self.tile_ids(level, pos), self.canvas.size)
         obs = self._static.index_select(0, level)
         n = level.shape[0]
-        row_offset = self._row_offset if n == self.num_envs else self._agent_offsets(n)
-        agent = self._canvas_index.take(pos) + row_offset
+        agent = self._canvas_index.take(pos) + self._batch_offsets(n) + AGENT_CHANNEL * self.canvas.size**2
         obs.view(-1).index_fill_(0, agent, 1)
         return obs.view(n, *self.observation_shape)
-
-    def _agent_offsets(self, n: int) -> torch.Tensor:
-        """Flat offset of each env's agent channel in a batch of ``n`` observations."""
-        per_env = len(self.channels) * self.canvas.size**2
-        return torch.arange(n, device=self.device) * per_env + AGENT_CHANNEL * self.canvas.size**2
 
     def final_obs(self) -> torch.Tensor:
         """Last observation of the episodes of the latest step (before any reset)."""
@@ -194,10 +186,6 @@ class ArrowMazeCore(GridCore):
     def _render_ids(self, index: int, final: bool) -> torch.Tensor:
         level, pos = (self._final_level, self._final_pos) if final else (self.level, self.pos)
         return self.tile_ids(level[index : index + 1], pos[index : index + 1])
-
-    def state_dict(self) -> dict[str, Any]:
-        """The dynamic state (for tests and debugging)."""
-        return {k: getattr(self, k).clone() for k in ("level", "pos", "t", "first_end", "first_arrow")}
 
 
 # ------------------------------------------------------------- gymnasium views

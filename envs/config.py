@@ -2,8 +2,9 @@
 
 The YAML file holds the values (the named distributions are presets there, not in code); these
 dataclasses are the schema. Loading merges the file onto the schema with OmegaConf, so an unknown
-key or a value of the wrong type fails at once naming the key, and :meth:`ArrowMazeConfig.validate`
-checks ranges and cross-field constraints (``ConfigError`` names the field).
+key or a value of the wrong type fails at once naming the key, and ``validate`` (shared checks in
+:class:`GridEnvConfig`, each env adding its own) checks ranges and cross-field constraints
+(``ConfigError`` names the field).
 """
 
 from __future__ import annotations

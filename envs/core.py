@@ -56,6 +56,15 @@ class GridCore:
         self._generator = torch.Generator(device=self.device)
         self._seeded = False
 
+    def _batch_offsets(self, n: int) -> torch.Tensor:
+        """``(n,)`` flat offset of each env's observation in a batch of ``n`` (cached for ``num_envs``)."""
+        per_env = len(self.channels) * self.canvas.size**2  # type: ignore[attr-defined]
+        cached = getattr(self, "_offsets_cache", None)
+        if cached is None or cached.shape[0] < n:
+            cached = torch.arange(max(n, self.num_envs), device=self.device) * per_env
+            self._offsets_cache = cached
+        return cached[:n]
+
     def _start_levels(self, seed: int | None, level_ids: Any) -> torch.Tensor:
         """Level of each env for a reset: ``level_ids`` (an int for all, or one per env), checked,
         or drawn uniformly from the bank. Seeds the level draws when ``seed`` is given."""

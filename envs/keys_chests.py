@@ -50,7 +50,6 @@ step and builds the next observation, with no Python loop over envs and no host-
 from __future__ import annotations
 
 import functools
-from typing import Any
 
 import torch
 
@@ -99,7 +98,6 @@ class KeysChestsCore(GridCore):
         self._blocked_flat = self.levels.blocked.reshape(-1)
         size = self.canvas.size
         self._records = self._pack_records(self.levels)
-        self._env_base = self._row_base(num_envs)
         self._bar = torch.arange(size, device=self.device)
         if self.cfg.obs_mode == "symbolic":
             self._static = _static_symbolic(self.spec, str(self.device))
@@ -180,7 +178,7 @@ class KeysChestsCore(GridCore):
         new_level = torch.where(done, self._sample_levels(), level)
         fresh = done[:, None]
         self.level = new_level
-        self.rec = torch.where(fresh, self._records.index_select(0, new_level), rec)
+        self.rec = self._records.index_select(0, new_level)
         self.pos = torch.where(done, self.rec[:, self._START], pos)
         self.t = torch.where(done, 0, t)
         self.inventory = torch.where(done, 0, inventory)
@@ -254,7 +252,7 @@ class KeysChestsCore(GridCore):
         n, area = level.shape[0], self.canvas.size**2
         obs = self._static.index_select(0, level)
         flat = obs.view(-1)
-        base = self._env_base[:n] if n <= self.num_envs else self._row_base(n)
+        base = self._batch_offsets(n)[:, None]
         # Taken keys and opened chests leave the map (missing slots write 0 to a tile no object is on).
         keys = base + KEY_CHANNEL * area + self._canvas_index.take(rec[:, self._keys])
         chests = base + CHEST_CHANNEL * area + self._canvas_index.take(rec[:, self._chests])
@@ -264,9 +262,6 @@ class KeysChestsCore(GridCore):
         obs = obs.view(n, len(CHANNELS), self.canvas.size, self.canvas.size)
         obs[:, INVENTORY_CHANNEL, 0, :] = (self._bar < inventory[:, None]).to(torch.uint8)
         return obs
-
-    def _row_base(self, n: int) -> torch.Tensor:
-        return torch.arange(n, device=self.device)[:, None] * (len(CHANNELS) * self.canvas.size**2)
 
     def final_obs(self) -> torch.Tensor:
         """Last observation of the episodes of the latest step (before any reset)."""
@@ -313,11 +308,6 @@ class KeysChestsCore(GridCore):
         ids = self._render_ids(index, final)[0, : self.canvas.size**2]
         held = int(self._shown(index, final)[4][0])
         return ansi(ids.view(self.canvas.size, self.canvas.size).cpu()) + f"keys held: {held}\n"
-
-    def state_dict(self) -> dict[str, Any]:
-        """The dynamic state (for tests and debugging)."""
-        names = ("level", "pos", "t", "inventory", "key_left", "chest_left", "hidden_seen", "keys_picked")
-        return {k: getattr(self, k).clone() for k in names}
 
 
 # ------------------------------------------------------------- gymnasium views

@@ -16,7 +16,7 @@ import torch
 
 from envs.config import ConfigError, KeysChestsConfig
 from envs.grid import Canvas, bfs_distances
-from envs.layout import TensorBatch, place_on_canvas, time_limits
+from envs.layout import TensorBatch, place_on_canvas, time_limit_setting, time_limits
 from envs.level_random import (
     COUNT_CHESTS,
     COUNT_HIDDEN,
@@ -176,12 +176,18 @@ def generate_keys_chests_levels_by_id(spec: KeysChestsSpec, ids: torch.Tensor) -
     return levels
 
 
+def object_mask(positions: torch.Tensor, present: torch.Tensor, num_padded: int) -> torch.Tensor:
+    """``(N, P)`` bool: the padded tiles of the present objects (``positions``, ``present``: ``(N, K)``)."""
+    mask = torch.zeros((positions.shape[0], num_padded), dtype=torch.bool, device=positions.device)
+    mask.scatter_(1, positions, present)
+    mask[:, NO_OBJECT] = False  # where missing slots point
+    return mask
+
+
 def _check_time_limits(levels: KeysChestsLevels, spec: KeysChestsSpec, canvas: Canvas) -> None:
     """Raise if a level's time limit is below a lower bound on opening its first chest: walk to
     the nearest key, then from a key to the chest nearest any key."""
-    keys = torch.zeros_like(levels.blocked)
-    keys.scatter_(1, levels.keys, True)
-    keys[:, NO_OBJECT] = False
+    keys = object_mask(levels.keys, levels.keys != NO_OBJECT, canvas.num_padded)
     to_key = bfs_distances(levels.blocked, keys, canvas.padded)  # distance to the nearest key
     has_key = levels.num_keys > 0
     first_key = to_key.gather(1, levels.start[:, None])[:, 0]
@@ -189,11 +195,7 @@ def _check_time_limits(levels: KeysChestsLevels, spec: KeysChestsSpec, canvas: C
     bound = first_key + chest_dist.min(dim=1).values
     short = has_key & (levels.max_steps < bound)
     if bool(short.any()):
-        key = (
-            f"max_steps={spec.max_steps}"
-            if spec.max_steps is not None
-            else f"max_steps_per_cell={spec.max_steps_per_cell}"
-        )
+        key = time_limit_setting(spec.max_steps, spec.max_steps_per_cell)
         raise ConfigError(
             f"{key} leaves {int(short.sum())} levels of {spec.distribution!r} unable to open a single chest in time "
             f"(the shortest such walk is up to {int(bound[short].max())} moves)"
@@ -211,9 +213,9 @@ def _rooms(heights: torch.Tensor, widths: torch.Tensor, spec: KeysChestsSpec, ra
     walkable = torch.zeros((n, th, tw), dtype=torch.bool)
     todo = torch.arange(n)
     for attempt in range(ROOM_ATTEMPTS):
-        blocks = rand.grid_uniform(ROOM_BLOCKS, th, tw, attempt)[todo] < spec.wall_density
+        blocks = rand.grid_uniform(ROOM_BLOCKS, th, tw, attempt, rows=todo) < spec.wall_density
         open_ = (interior[todo] & ~blocks).flatten(1)
-        source = rand.grid_uniform(ROOM_SOURCE, th, tw, attempt)[todo].flatten(1)
+        source = rand.grid_uniform(ROOM_SOURCE, th, tw, attempt, rows=todo).flatten(1)
         source = torch.where(open_, source, -1.0).argmax(dim=1)
         # The room's wall ring blocks every border tile, so flat BFS shifts cannot wrap.
         component = bfs_distances(~open_, source, tw) >= 0

@@ -36,6 +36,11 @@ class TensorBatch:
         return cls(**{f.name: torch.cat([getattr(p, f.name) for p in parts]) for f in fields(cls)})  # type: ignore[arg-type]
 
 
+def time_limit_setting(max_steps: int | None, max_steps_per_cell: float) -> str:
+    """The config field that set the time limits, as ``key=value`` for error messages."""
+    return f"max_steps={max_steps}" if max_steps is not None else f"max_steps_per_cell={max_steps_per_cell}"
+
+
 def time_limits(max_steps: int | None, max_steps_per_cell: float, cells: torch.Tensor) -> torch.Tensor:
     """Per-level time limit: ``max_steps``, or ``ceil(max_steps_per_cell * cells)`` when it is None."""
     if max_steps is not None:

@@ -38,9 +38,6 @@ class LevelRandom:
         # sets that are reorderings of one another (as a single XOR of id and seed would).
         self._key = _mix(_mix((self.ids & _M32) ^ b1) ^ b2)
 
-    def __len__(self) -> int:
-        return self.ids.shape[0]
-
     def uniform(self, purpose: int, *counters: torch.Tensor | int, rows: torch.Tensor | None = None) -> torch.Tensor:
         """Uniform float64 in [0, 1), shape ``(N,)`` or ``(N, *counter_shape)``.
 
@@ -71,12 +68,14 @@ class LevelRandom:
             low_t = low_t.reshape(-1, *([1] * (u.dim() - 1)))
         return low_t + torch.minimum((u * span).long(), span - 1)
 
-    def grid_uniform(self, purpose: int, height: int, width: int, *counters: int) -> torch.Tensor:
+    def grid_uniform(
+        self, purpose: int, height: int, width: int, *counters: int, rows: torch.Tensor | None = None
+    ) -> torch.Tensor:
         """``(N, height, width)`` uniforms indexed by tile ``(y, x)``: a tile's draw does not depend
-        on the grid's size, so on which other levels share the batch."""
+        on the grid's size, so on which other levels share the batch. ``rows``: as in :meth:`uniform`."""
         y = torch.arange(height)[:, None]
         x = torch.arange(width)[None, :]
-        return self.uniform(purpose, *counters, y, x)
+        return self.uniform(purpose, *counters, y, x, rows=rows)
 
     def choice(self, mask: torch.Tensor, purpose: int) -> torch.Tensor:
         """Per level, a uniformly random ``(y, x)`` among the True entries of the grid ``mask``

@@ -15,7 +15,7 @@ import torch
 
 from envs.config import ArrowMazeConfig, ConfigError
 from envs.grid import Canvas
-from envs.layout import END, TensorBatch, place_on_canvas, time_limits
+from envs.layout import END, TensorBatch, place_on_canvas, time_limit_setting, time_limits
 from envs.level_random import ARROW, ARROW_RANDOM, SIZE_H, SIZE_W, START, LevelRandom
 from envs.maze_gen import generate_mazes
 
@@ -136,11 +136,7 @@ def generate_maze_levels_by_id(spec: LevelSpec, ids: torch.Tensor) -> MazeLevels
     arrow = torch.where(arrow_random, cell_pos(arrow_cell), end)
     max_steps = time_limits(spec.max_steps, spec.max_steps_per_cell, heights * widths)
     if bool((max_steps < start_dist).any()):
-        key = (
-            f"max_steps={spec.max_steps}"
-            if spec.max_steps is not None
-            else f"max_steps_per_cell={spec.max_steps_per_cell}"
-        )
+        key = time_limit_setting(spec.max_steps, spec.max_steps_per_cell)
         raise ConfigError(
             f"{key} leaves some levels of {spec.distribution!r} unsolvable: their start is farther from the end "
             "than the time limit allows"

@@ -72,7 +72,7 @@ def _outline(mask: np.ndarray) -> np.ndarray:
 
 
 def build_atlas(tile_size: int, show_end: bool) -> np.ndarray:
-    """``(16, t, t, 3)`` uint8 images of every tile id. ``show_end=False`` draws the end as floor."""
+    """``(NUM_TILE_IDS, t, t, 3)`` uint8 images of every tile id. ``show_end=False`` draws the end as floor."""
     n = tile_size * _SUPERSAMPLE
     coords = (np.arange(n) + 0.5) / n
     v, u = np.meshgrid(coords, coords, indexing="ij")

@@ -26,6 +26,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from envs import gym_id, make_core
 from envs.config import GridEnvConfig, load_env_config
+from envs.devices import resolve_device
 
 
 def checksum(obs: torch.Tensor) -> torch.Tensor:
@@ -132,7 +133,7 @@ def main(cfg: DictConfig) -> None:
     rows = []
     for canvas in cfg.canvases:
         env_cfg = canvas_config(base, cfg.distribution, canvas)
-        device = make_core(env_cfg, cfg.distribution, num_envs=1).device
+        device = resolve_device(env_cfg.device)
         sync_rates = {
             b: bench_sync(env_cfg, cfg.distribution, b, cfg.sync_min_seconds, cfg.repeats) for b in cfg.sync_batch_sizes
         }

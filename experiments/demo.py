@@ -52,11 +52,11 @@ def run_oracle(
     policy: Callable[[Any], torch.Tensor],
     keys: tuple[str, ...],
     record: bool,
-    settled: Callable[[Any], torch.Tensor] | None = None,
+    settled: Callable[[Any, dict[str, torch.Tensor]], torch.Tensor] | None = None,
 ) -> dict[str, Any]:
     """One episode of ``policy`` on each of the first ``num`` levels; the mean of the ``info`` ``keys``
-    over those episodes, and the frames of the first one when ``record``. ``settled`` marks envs whose
-    episode can no longer change what is measured (they stop counting, to save time)."""
+    over those episodes, and the frames of the first one when ``record``. ``settled(core, live_info)``
+    marks envs whose episode can no longer change what is measured (they stop counting, to save time)."""
     core = make_core(cfg, distribution, num_envs=num, seed=0)
     core.reset(level_ids=torch.arange(num) % len(core.levels))
     finished = torch.zeros(num, dtype=torch.bool)
@@ -73,8 +73,8 @@ def run_oracle(
             frames.append(core.render_rgb(0, final=True).cpu().numpy())
         finished |= r.done
         if settled is not None:
-            now = settled(core) & ~finished
             live = core.live_info()
+            now = settled(core, live) & ~finished
             for k in keys:
                 totals[k][now] = live[k][now].double()
             finished |= now
@@ -82,11 +82,12 @@ def run_oracle(
 
 
 def summarise_arrow_maze(cfg: GridEnvConfig, name: str, num: int, record: bool) -> tuple[dict, dict]:
-    lv = make_core(cfg, name).levels
+    core = make_core(cfg, name)
+    lv = core.levels
     n = min(num, len(lv))
     out, frames = {}, {}
     for goal, targets in (("end", lv.end), ("arrow", lv.arrow)):
-        dist = distance_maps(make_core(cfg, name), targets, torch.arange(num) % len(lv))
+        dist = distance_maps(core, targets, torch.arange(num) % len(lv))
 
         def policy(core: Any, dist: torch.Tensor = dist) -> torch.Tensor:
             return shortest_path_action(core, dist)
@@ -113,8 +114,8 @@ def summarise_keys_chests(cfg: GridEnvConfig, name: str, num: int, record: bool)
     frames = {}
     keys = ("chests_opened", "openable", "keys_picked_up", "excess_keys")
 
-    def settled(core: Any) -> torch.Tensor:  # every openable chest open and no key left to take
-        return core.live_info()["success"] & ~core.key_left.any(dim=1)
+    def settled(core: Any, live: dict[str, torch.Tensor]) -> torch.Tensor:
+        return live["success"] & ~core.key_left.any(dim=1)  # all openable chests open, no key left
 
     for agent, policy in (("opener", keys_chests_planner_action), ("hoarder", keys_chests_hoarder_action)):
         result = run_oracle(cfg, name, num, policy, keys, record, settled)
