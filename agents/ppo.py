@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 from torch import nn
@@ -48,6 +49,8 @@ class PPOConfig:
     """Gradient-norm clip."""
     norm_adv: bool = True
     """Normalise advantages per minibatch."""
+    network: NetworkConfig = field(default_factory=NetworkConfig)
+    """Architecture of the actor-critic."""
 
     def validate(self) -> PPOConfig:
         positive = ("num_envs", "num_steps", "lr", "epochs", "minibatches", "max_grad_norm")
@@ -57,6 +60,7 @@ class PPOConfig:
         for key in ("gamma", "gae_lambda"):
             if not 0.0 <= getattr(self, key) <= 1.0:
                 raise ValueError(f"agent.{key}={getattr(self, key)} must be in [0, 1]")
+        self.network.validate()
         if (self.num_envs * self.num_steps) % self.minibatches:
             batch = self.num_envs * self.num_steps
             raise ValueError(f"agent.minibatches={self.minibatches} must divide num_envs * num_steps = {batch}")
@@ -93,16 +97,16 @@ def compute_gae(
 class PPO:
     """PPO on one batched core (``envs.arrow_maze.ArrowMazeCore`` or ``envs.keys_chests.KeysChestsCore``)."""
 
-    def __init__(self, core, cfg: PPOConfig, net: NetworkConfig, seed: int = 0) -> None:
+    def __init__(self, core, cfg: PPOConfig, net: NetworkConfig | None = None, seed: int = 0) -> None:
         self.cfg = cfg.validate()
         if core.num_envs != cfg.num_envs:
             raise ValueError(f"the core has {core.num_envs} envs but agent.num_envs={cfg.num_envs}")
         self.core = core
         self.device = core.device
         torch.manual_seed(seed)
-        self.net = ActorCritic(core.observation_shape, core.num_actions, net, core.cfg.obs_mode == "rgb").to(
-            self.device
-        )
+        net = net if net is not None else cfg.network
+        pixels = core.cfg.obs_mode == "rgb"
+        self.net = ActorCritic(core.observation_shape, core.num_actions, net, pixels).to(self.device)
         self.optimizer = torch.optim.Adam(self.net.parameters(), lr=cfg.lr, eps=1e-5)
         self._sample_gen = torch.Generator(device=self.device).manual_seed(seed)
         self._perm_gen = torch.Generator(device=self.device).manual_seed(seed + 1)
@@ -209,3 +213,18 @@ class PPO:
             stats = self.train_iteration(total_updates)
             if callback is not None:
                 callback(stats)
+
+
+def load_ppo_config(base: Any = None) -> PPOConfig:
+    """The agent config: ``PPOConfig`` ← ``base`` (Hydra's ``cfg.agent``), validated.
+    An unknown key or a bad value raises ``ValueError`` naming it (``agent.<key>``)."""
+    from omegaconf import OmegaConf
+    from omegaconf.errors import OmegaConfBaseException
+
+    try:
+        merged = OmegaConf.merge(OmegaConf.structured(PPOConfig), base if base is not None else {})
+        cfg = OmegaConf.to_object(merged)
+    except OmegaConfBaseException as err:
+        raise ValueError(f"agent config: {err}") from err
+    assert isinstance(cfg, PPOConfig)
+    return cfg.validate()

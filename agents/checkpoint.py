@@ -1,0 +1,55 @@
+"""Checkpoints: weights, optimiser, RNG states, step counts and the resolved configs, written atomically.
+
+Written to a temporary file in the run dir, fsynced, then ``os.replace``d over ``checkpoint.pt``, so
+a crash never leaves a half-written checkpoint. Everything in it is a tensor or a plain container,
+so it loads with ``torch.load(weights_only=True)``: loading our own checkpoints executes no code.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+
+FORMAT = 1
+FILENAME = "checkpoint.pt"
+
+
+def save_checkpoint(run_dir: Path, state: dict[str, Any]) -> Path:
+    """Atomically write ``state`` (plus the format version) to ``run_dir/checkpoint.pt``."""
+    path = Path(run_dir) / FILENAME
+    fd, tmp = tempfile.mkstemp(dir=run_dir, prefix=".checkpoint.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            torch.save({"format": FORMAT, **state}, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+    return path
+
+
+def find_checkpoint(where: str | Path) -> Path:
+    """The checkpoint file named by ``where``: the file itself, or ``checkpoint.pt`` in a run dir."""
+    path = Path(where)
+    if path.is_dir():
+        path = path / FILENAME
+    if not path.is_file():
+        raise FileNotFoundError(f"resume={where}: no checkpoint at {path}")
+    return path
+
+
+def load_checkpoint(where: str | Path, env_name: str | None = None) -> dict[str, Any]:
+    """Load a checkpoint (weights only: no code runs); with ``env_name``, refuse another env's."""
+    path = find_checkpoint(where)
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    if state.get("format") != FORMAT:
+        raise ValueError(f"{path}: checkpoint format {state.get('format')!r}, expected {FORMAT}")
+    if env_name is not None and state["env_name"] != env_name:
+        raise ValueError(f"{path} is a checkpoint of env {state['env_name']!r}, not {env_name!r}")
+    return state

@@ -1,0 +1,93 @@
+"""Training entry point: metrics and atomic checkpoints, resume, identical actions after reload, bad overrides."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from agents.checkpoint import load_checkpoint, save_checkpoint
+from agents.networks import NetworkConfig
+from agents.ppo import PPO, PPOConfig
+from envs.arrow_maze import ArrowMazeCore
+from tests.conftest import small_config
+
+ROOT = Path(__file__).resolve().parents[1]
+TINY = [
+    "env.num_levels=64",
+    "env.device=cpu",
+    *(f"env.distributions.{d}.num_levels=64" for d in ("shift_arrow", "shift_size", "shift_both")),
+    "agent.num_envs=16",
+    "agent.num_steps=16",
+    "agent.minibatches=2",
+    "agent.network.kind=mlp",
+    "agent.network.hidden=32",
+    "eval_episodes=4",
+    "eval_every=0",
+    "checkpoint_every=2",
+]
+
+
+def _train(run_dir: Path, *overrides: str) -> subprocess.CompletedProcess:
+    cmd = [sys.executable, "-m", "experiments.train", f"hydra.run.dir={run_dir}", *TINY, *overrides]
+    return subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600, check=False)
+
+
+def _lines(run_dir: Path) -> list[dict]:
+    return [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+
+
+def test_training_writes_metrics_and_a_checkpoint_then_resume_continues(tmp_path):
+    proc = _train(tmp_path, "total_env_steps=512")
+    assert proc.returncode == 0, proc.stderr
+    lines = _lines(tmp_path)
+    updates = [r for r in lines if "policy_loss" in r]
+    assert [r["env_steps"] for r in updates] == [256, 512]
+    final_eval = lines[-1]
+    assert {f"eval/{d}/success" for d in ("train", "shift_arrow", "shift_size", "shift_both")} <= set(final_eval)
+    state = load_checkpoint(tmp_path, env_name="arrow_maze")  # weights only: no code runs
+    assert state["env_steps"] == 512 and state["run_config"]["seed"] == 0
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".checkpoint")] == []
+
+    proc = _train(tmp_path / "ignored", f"resume={tmp_path}", "total_env_steps=1024")
+    assert proc.returncode == 0, proc.stderr
+    updates = [r for r in _lines(tmp_path) if "policy_loss" in r]
+    assert [r["env_steps"] for r in updates] == [256, 512, 768, 1024]
+    assert load_checkpoint(tmp_path)["updates"] == 4
+
+
+def test_checkpoint_reload_gives_identical_actions(tmp_path):
+    cfg = PPOConfig(num_envs=8, num_steps=8, minibatches=2, network=NetworkConfig(kind="mlp", hidden=32))
+    core = ArrowMazeCore(small_config(), "train", num_envs=8, seed=0)
+    ppo = PPO(core, cfg, seed=0)
+    ppo.train_iteration()
+    save_checkpoint(tmp_path, {"env_name": "arrow_maze", "model": ppo.net.state_dict()})
+    other = PPO(ArrowMazeCore(small_config(), "train", num_envs=8, seed=0), cfg, seed=123)
+    other.net.load_state_dict(load_checkpoint(tmp_path)["model"])
+    obs = core.reset(seed=5)
+    logits_a, value_a = ppo.net(obs)
+    logits_b, value_b = other.net(obs)
+    assert torch.equal(logits_a, logits_b) and torch.equal(value_a, value_b)
+
+
+def test_a_checkpoint_of_another_env_is_refused(tmp_path):
+    save_checkpoint(tmp_path, {"env_name": "keys_chests"})
+    with pytest.raises(ValueError, match="checkpoint of env 'keys_chests', not 'arrow_maze'"):
+        load_checkpoint(tmp_path, env_name="arrow_maze")
+    with pytest.raises(FileNotFoundError, match="no checkpoint"):
+        load_checkpoint(tmp_path / "missing")
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [("agent.lr=-1", "agent.lr=-1"), ("+agent.lerning_rate=0.1", "lerning_rate"), ("env=unknown", "unknown")],
+)
+def test_bad_override_fails_at_start_naming_the_key(tmp_path, override, message):
+    proc = _train(tmp_path, "total_env_steps=256", override)
+    assert proc.returncode != 0
+    assert message in proc.stderr
+    assert not (tmp_path / "metrics.jsonl").exists()
