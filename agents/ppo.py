@@ -17,6 +17,7 @@ import torch
 from torch import nn
 
 from agents.networks import ActorCritic, NetworkConfig
+from envs.config import load_structured
 
 
 @dataclass
@@ -113,6 +114,29 @@ class PPO:
         self.obs = core.reset(seed=seed)
         self.env_steps = 0
         self.updates = 0
+
+    def state_dict(self) -> dict[str, Any]:
+        """Everything needed to continue training: weights, optimiser, step counts, RNG streams."""
+        return {
+            "model": self.net.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "env_steps": self.env_steps,
+            "updates": self.updates,
+            "rng": {
+                "torch": torch.get_rng_state(),
+                "sample": self._sample_gen.get_state(),
+                "perm": self._perm_gen.get_state(),
+            },
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Continue from :meth:`state_dict` (the envs restart on fresh episodes)."""
+        self.net.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.env_steps, self.updates = state["env_steps"], state["updates"]
+        torch.set_rng_state(state["rng"]["torch"])
+        self._sample_gen.set_state(state["rng"]["sample"])
+        self._perm_gen.set_state(state["rng"]["perm"])
 
     def act(self, obs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Sampled actions, their log-probabilities and the values, for a batch of observations."""
@@ -217,14 +241,5 @@ class PPO:
 
 def load_ppo_config(base: Any = None) -> PPOConfig:
     """The agent config: ``PPOConfig`` ← ``base`` (Hydra's ``cfg.agent``), validated.
-    An unknown key or a bad value raises ``ValueError`` naming it (``agent.<key>``)."""
-    from omegaconf import OmegaConf
-    from omegaconf.errors import OmegaConfBaseException
-
-    try:
-        merged = OmegaConf.merge(OmegaConf.structured(PPOConfig), base if base is not None else {})
-        cfg = OmegaConf.to_object(merged)
-    except OmegaConfBaseException as err:
-        raise ValueError(f"agent config: {err}") from err
-    assert isinstance(cfg, PPOConfig)
-    return cfg.validate()
+    An unknown key or a bad value raises ``ValueError`` naming it."""
+    return load_structured(PPOConfig, base, None, "agent").validate()

@@ -237,6 +237,26 @@ def preset_path(env_name: str) -> Any:
 C = TypeVar("C", bound=GridEnvConfig)
 
 
+S = TypeVar("S")
+
+
+def load_structured(schema: type[S], base: Any, overrides: Mapping[str, Any] | None, label: str) -> S:
+    """``schema`` (a dataclass) ← ``base`` ← ``overrides`` through OmegaConf, converted back to the
+    dataclass. An unknown key or a value of the wrong type raises :class:`ConfigError` naming it."""
+    from omegaconf import OmegaConf
+    from omegaconf.errors import OmegaConfBaseException
+
+    try:
+        merged = OmegaConf.merge(OmegaConf.structured(schema), base if base is not None else {})
+        if overrides:
+            merged = OmegaConf.merge(merged, OmegaConf.create(dict(overrides)))
+        cfg = OmegaConf.to_object(merged)
+    except OmegaConfBaseException as err:
+        raise ConfigError(f"{label} config: {err}") from err
+    assert isinstance(cfg, schema)
+    return cfg
+
+
 def load_config(schema: type[C], overrides: Mapping[str, Any] | None = None, base: Any = None) -> C:
     """An env config: ``schema`` ← ``base`` ← ``overrides``, validated.
 
@@ -245,21 +265,11 @@ def load_config(schema: type[C], overrides: Mapping[str, Any] | None = None, bas
     nested (``{"distributions": {...}}``). An unknown key or a bad value raises :class:`ConfigError`
     naming it.
     """
-    from omegaconf import OmegaConf
-    from omegaconf.errors import OmegaConfBaseException
+    if base is None:
+        from omegaconf import OmegaConf
 
-    name = schema.name
-    try:
-        if base is None:
-            base = OmegaConf.load(str(preset_path(name)))
-        merged = OmegaConf.merge(OmegaConf.structured(schema), base)
-        if overrides:
-            merged = OmegaConf.merge(merged, OmegaConf.create(dict(overrides)))
-        cfg = OmegaConf.to_object(merged)
-    except OmegaConfBaseException as err:
-        raise ConfigError(f"{name} config: {err}") from err
-    assert isinstance(cfg, schema)
-    return cfg.validate()
+        base = OmegaConf.load(str(preset_path(schema.name)))
+    return load_structured(schema, base, overrides, schema.name).validate()
 
 
 def load_arrow_maze_config(overrides: Mapping[str, Any] | None = None, base: Any = None) -> ArrowMazeConfig:

@@ -51,16 +51,8 @@ def _state(ppo: PPO, env_cfg: GridEnvConfig, run_cfg: dict[str, Any]) -> dict[st
         "env_name": env_cfg.name,
         "env_config": config_to_dict(env_cfg),
         "run_config": run_cfg,
-        "model": ppo.net.state_dict(),
-        "optimizer": ppo.optimizer.state_dict(),
-        "env_steps": ppo.env_steps,
-        "updates": ppo.updates,
-        "rng": {
-            "torch": torch.get_rng_state(),
-            "sample": ppo._sample_gen.get_state(),
-            "perm": ppo._perm_gen.get_state(),
-        },
         "versions": {"torch": str(torch.__version__), "python": sys.version.split()[0]},
+        **ppo.state_dict(),
     }
 
 
@@ -87,12 +79,7 @@ def main(cfg: DictConfig) -> None:
     core = make_core(env_cfg, "train", num_envs=agent_cfg.num_envs, seed=cfg.seed)
     ppo = PPO(core, agent_cfg, seed=cfg.seed)
     if resumed is not None:
-        ppo.net.load_state_dict(resumed["model"])
-        ppo.optimizer.load_state_dict(resumed["optimizer"])
-        ppo.env_steps, ppo.updates = resumed["env_steps"], resumed["updates"]
-        torch.set_rng_state(resumed["rng"]["torch"])
-        ppo._sample_gen.set_state(resumed["rng"]["sample"])
-        ppo._perm_gen.set_state(resumed["rng"]["perm"])
+        ppo.load_state_dict(resumed)
         log.info("resumed %s at %d env steps", run_dir, ppo.env_steps)
     metrics = run_dir / "metrics.jsonl"
     per_update = agent_cfg.num_envs * agent_cfg.num_steps
