@@ -67,20 +67,24 @@ class _ConvStack(nn.Module):
         return self.res1(self.res0(self.pool(self.conv(x))))
 
 
-class ActorCritic(nn.Module):
-    """Policy and value heads on a shared torso; ``forward(obs) -> (logits, value)``."""
+class Torso(nn.Module):
+    """The shared feature extractor of the config (IMPALA CNN or MLP): ``uint8`` obs -> ``(B, hidden)``.
 
-    def __init__(self, obs_shape: tuple[int, ...], num_actions: int, cfg: NetworkConfig, pixels: bool) -> None:
+    Used by our actor-critic and, as its features extractor, by the SB3 backend.
+    """
+
+    def __init__(self, obs_shape: tuple[int, ...], cfg: NetworkConfig, pixels: bool) -> None:
         super().__init__()
         cfg.validate()
         self.pixels = pixels
+        self.out_dim = cfg.hidden
         in_channels = obs_shape[-1] if pixels else obs_shape[0]
         if cfg.kind == "impala":
             stacks, c = [], in_channels
             for out in cfg.channels:
                 stacks.append(_ConvStack(c, out))
                 c = out
-            self.torso = nn.Sequential(
+            self.layers = nn.Sequential(
                 *stacks,
                 nn.ReLU(),
                 nn.AdaptiveMaxPool2d(cfg.pool),
@@ -95,7 +99,18 @@ class ActorCritic(nn.Module):
             layers: list[nn.Module] = [nn.Flatten()]
             for i in range(cfg.mlp_layers):
                 layers += [nn.Linear(size if i == 0 else cfg.hidden, cfg.hidden), nn.Tanh()]
-            self.torso = nn.Sequential(*layers)
+            self.layers = nn.Sequential(*layers)
+
+    def forward(self, obs: torch.Tensor) -> torch.Tensor:
+        return self.layers(to_float(obs, self.pixels))
+
+
+class ActorCritic(nn.Module):
+    """Policy and value heads on a shared torso; ``forward(obs) -> (logits, value)``."""
+
+    def __init__(self, obs_shape: tuple[int, ...], num_actions: int, cfg: NetworkConfig, pixels: bool) -> None:
+        super().__init__()
+        self.torso = Torso(obs_shape, cfg, pixels)
         self.policy = nn.Linear(cfg.hidden, num_actions)
         self.value = nn.Linear(cfg.hidden, 1)
         nn.init.orthogonal_(self.policy.weight, gain=0.01)
@@ -104,5 +119,5 @@ class ActorCritic(nn.Module):
         nn.init.zeros_(self.value.bias)
 
     def forward(self, obs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        h = self.torso(to_float(obs, self.pixels))
+        h = self.torso(obs)
         return self.policy(h), self.value(h).squeeze(-1)

@@ -17,6 +17,7 @@ import torch
 from torch import nn
 
 from agents.networks import ActorCritic, NetworkConfig
+from agents.policy import NetworkPolicy, network_spec
 from envs.config import load_structured
 
 
@@ -109,6 +110,8 @@ class PPO:
         pixels = core.cfg.obs_mode == "rgb"
         self.net = ActorCritic(core.observation_shape, core.num_actions, net, pixels).to(self.device)
         self.optimizer = torch.optim.Adam(self.net.parameters(), lr=cfg.lr, eps=1e-5)
+        self.network_spec = network_spec(net, core.observation_shape, core.num_actions, pixels)
+        self.policy = NetworkPolicy(self.net, self.device, seed)
         self._sample_gen = torch.Generator(device=self.device).manual_seed(seed)
         self._perm_gen = torch.Generator(device=self.device).manual_seed(seed + 1)
         self.obs = core.reset(seed=seed)
@@ -119,6 +122,7 @@ class PPO:
         """Everything needed to continue training: weights, optimiser, step counts, RNG streams."""
         return {
             "model": self.net.state_dict(),
+            "network": self.network_spec,
             "optimizer": self.optimizer.state_dict(),
             "env_steps": self.env_steps,
             "updates": self.updates,
