@@ -1,30 +1,42 @@
 """Training entry point: PPO on the batched core, with evaluation on every distribution.
 
-``python -m experiments.train [env=keys_chests] [agent.lr=3e-4] [seed=1] [resume=<run dir>]`` (Hydra).
-Writes into the run dir: ``metrics.jsonl`` (one line per update and per evaluation: the source of
-truth of the run) and ``checkpoint.pt`` (atomic; weights only). Ctrl-C writes a checkpoint first;
-``resume=`` continues a run in its own dir, appending to its metrics.
+``python -m experiments.train [env=keys_chests] [agent.lr=3e-4] [seed=1] [resume=<run dir>]`` (Hydra;
+``-m seed=0,1,2`` sweeps, one run dir per job). Writes into the run dir: ``metrics.jsonl`` (one line
+per update and per evaluation: the source of truth of the run), ``checkpoint.pt`` (atomic; weights
+only) and, with ``logger.video_every_eval``, one GIF per distribution per evaluation in ``videos/``.
+The run logger (``logger=wandb|none``, ``experiments/logger.py``) mirrors the metrics file. Ctrl-C
+writes a checkpoint first; ``resume=`` continues a run in its own dir (and its wandb run), appending
+to its metrics.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import math
 import sys
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import hydra
+import numpy as np
 import torch
 from omegaconf import DictConfig, OmegaConf
 
 from agents.checkpoint import load_checkpoint, save_checkpoint
+from agents.policy import Policy
 from agents.ppo import PPO, load_ppo_config
 from envs import make_core
 from envs.config import GridEnvConfig, config_to_dict, load_env_config
+from envs.render import save_episode
+from experiments.logger import RunLogger, load_logger_config, make_logger
 
 log = logging.getLogger(__name__)
+
+PROGRESS = ("auto", "bar", "log")
+VIDEO_TILE_SIZE = 8  # pixels per tile in episode GIFs: a 25-tile canvas gives 200x200 frames
 
 
 @torch.no_grad()
@@ -46,12 +58,78 @@ def evaluate(ppo: PPO, env_cfg: GridEnvConfig, distribution: str, episodes: int,
     return {"success": success.mean().item(), "return": returns.mean().item()}
 
 
-def _state(ppo: PPO, env_cfg: GridEnvConfig, run_cfg: dict[str, Any]) -> dict[str, Any]:
+@torch.no_grad()
+def record_episode(
+    policy: Policy, env_cfg: GridEnvConfig, distribution: str, seed: int, tile_size: int = VIDEO_TILE_SIZE
+) -> list[np.ndarray]:
+    """RGB frames of one episode of ``policy`` on level 0 of ``distribution``, up to its final state.
+
+    Uses the policy's own sampler, not PPO's, so filming an episode leaves training's random
+    streams (and so its metrics) as they would be without it.
+    """
+    core = make_core(env_cfg, distribution, num_envs=1, seed=seed, device=policy.device)
+    obs = core.reset(seed=seed, level_ids=0)
+    frames = [core.render_rgb(0, tile_size).cpu().numpy()]
+    while True:  # the time limit ends every episode
+        r = core.step(policy.act(obs))
+        done = bool(r.done[0])
+        frames.append(core.render_rgb(0, tile_size, final=done).cpu().numpy())
+        if done:
+            return frames
+        obs = r.obs
+
+
+class Progress:
+    """Training progress for people: a tqdm bar over env steps (with the latest training success
+    and the last evaluation) when ``mode`` is ``bar``, or ``auto`` on a terminal; log lines otherwise."""
+
+    def __init__(self, mode: str, total: int, initial: int) -> None:
+        self._bar = None
+        self._stack = contextlib.ExitStack()
+        self._eval = ""
+        if mode == "bar" or (mode == "auto" and sys.stderr.isatty()):
+            from tqdm import tqdm
+            from tqdm.contrib.logging import logging_redirect_tqdm
+
+            self._bar = tqdm(
+                total=total, initial=initial, unit="step", unit_scale=True, dynamic_ncols=True, file=sys.stderr
+            )
+            self._stack.enter_context(self._bar)
+            self._stack.enter_context(logging_redirect_tqdm())  # log lines print above the bar
+
+    def update(self, stats: Mapping[str, float], updates: int) -> None:
+        """After a training iteration."""
+        if self._bar is None:
+            log.info(
+                "update %d  steps %d  success %.3f  %.0f steps/s",
+                updates,
+                stats["env_steps"],
+                stats["success_rate"],
+                stats["steps_per_s"],
+            )
+            return
+        log.debug("update %d  steps %d", updates, stats["env_steps"])
+        self._bar.update(int(stats["env_steps"]) - self._bar.n)
+        self._bar.set_postfix_str(f"success {stats['success_rate']:.2f}{self._eval}", refresh=False)
+
+    def evaluated(self, record: Mapping[str, Any]) -> None:
+        """After an evaluation on every distribution."""
+        success = {k.split("/")[1]: v for k, v in record.items() if k.startswith("eval/") and k.endswith("/success")}
+        log.info("eval %s", " ".join(f"{k}={v:.3f}" for k, v in record.items() if k.endswith("success")))
+        self._eval = "  eval " + " ".join(f"{name} {v:.2f}" for name, v in success.items())
+
+    def close(self) -> None:
+        self._stack.close()
+
+
+def _state(ppo: PPO, env_cfg: GridEnvConfig, run_cfg: dict[str, Any], logger: RunLogger) -> dict[str, Any]:
     return {
         "env_name": env_cfg.name,
         "env_config": config_to_dict(env_cfg),
         "run_config": run_cfg,
         "versions": {"torch": str(torch.__version__), "python": sys.version.split()[0]},
+        "wandb_run_id": logger.run_id,
+        "wandb_group": logger.group,
         **ppo.state_dict(),
     }
 
@@ -67,9 +145,12 @@ def _write(metrics: Path, record: dict[str, Any]) -> None:
 def main(cfg: DictConfig) -> None:
     env_cfg = load_env_config(cfg.env.name, base=cfg.env)
     agent_cfg = load_ppo_config(cfg.agent)
+    logger_cfg = load_logger_config(cfg.logger)
     for key in ("total_env_steps", "eval_episodes"):
         if cfg[key] < 1:
             raise ValueError(f"{key}={cfg[key]} must be >= 1")
+    if cfg.progress not in PROGRESS:
+        raise ValueError(f"progress={cfg.progress!r} must be one of {PROGRESS}")
     run_dir = Path(hydra.core.hydra_config.HydraConfig.get().runtime.output_dir)
     resumed = None
     if cfg.resume:
@@ -84,37 +165,57 @@ def main(cfg: DictConfig) -> None:
     metrics = run_dir / "metrics.jsonl"
     per_update = agent_cfg.num_envs * agent_cfg.num_steps
     total_updates = -(-cfg.total_env_steps // per_update)
+    previous = resumed or {}  # a resumed run continues its wandb run, in its group
+    logger = make_logger(
+        logger_cfg, run_cfg, run_dir, run_id=previous.get("wandb_run_id"), group=previous.get("wandb_group")
+    )
+    progress = Progress(cfg.progress, cfg.total_env_steps, ppo.env_steps)
+
+    def report(record: dict[str, Any]) -> None:
+        _write(metrics, record)
+        logger.log(record, step=ppo.env_steps)
 
     def eval_all() -> None:
         record: dict[str, Any] = {"env_steps": ppo.env_steps, "updates": ppo.updates}
         for name in env_cfg.distributions:
             for k, v in evaluate(ppo, env_cfg, name, cfg.eval_episodes, cfg.seed + 1).items():
                 record[f"eval/{name}/{k}"] = v
-        _write(metrics, record)
-        log.info("eval %s", " ".join(f"{k}={v:.3f}" for k, v in record.items() if k.endswith("success")))
+        report(record)
+        progress.evaluated(record)
+        if logger_cfg.video_every_eval:
+            videos = {
+                name: save_episode(
+                    record_episode(ppo.policy, env_cfg, name, cfg.seed + 1),
+                    run_dir / "videos" / f"{name}_{ppo.env_steps}.gif",
+                )
+                for name in env_cfg.distributions
+            }
+            logger.log_videos(videos, step=ppo.env_steps)
 
+    def checkpoint() -> None:
+        save_checkpoint(run_dir, _state(ppo, env_cfg, run_cfg, logger))
+
+    exit_code = 1
     try:
         while ppo.env_steps < cfg.total_env_steps:
             stats = ppo.train_iteration(total_updates)
-            _write(metrics, {"updates": ppo.updates, **stats})
-            log.info(
-                "update %d  steps %d  success %.3f  %.0f steps/s",
-                ppo.updates,
-                ppo.env_steps,
-                stats["success_rate"],
-                stats["steps_per_s"],
-            )
+            report({"updates": ppo.updates, **stats})
+            progress.update(stats, ppo.updates)
             if cfg.eval_every and ppo.updates % cfg.eval_every == 0:
                 eval_all()
             if cfg.checkpoint_every and ppo.updates % cfg.checkpoint_every == 0:
-                save_checkpoint(run_dir, _state(ppo, env_cfg, run_cfg))
+                checkpoint()
+        if not (cfg.eval_every and ppo.updates % cfg.eval_every == 0):
+            eval_all()
+        checkpoint()
+        exit_code = 0
     except KeyboardInterrupt:
-        save_checkpoint(run_dir, _state(ppo, env_cfg, run_cfg))
+        checkpoint()
         log.warning("interrupted: checkpoint written to %s", run_dir)
         raise
-    if not (cfg.eval_every and ppo.updates % cfg.eval_every == 0):
-        eval_all()
-    save_checkpoint(run_dir, _state(ppo, env_cfg, run_cfg))
+    finally:
+        progress.close()
+        logger.close(exit_code)
     log.info("done: %d env steps; metrics and checkpoint in %s", ppo.env_steps, run_dir)
 
 

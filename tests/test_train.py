@@ -1,4 +1,5 @@
-"""Training entry point: metrics and atomic checkpoints, resume, identical actions after reload, bad overrides."""
+"""Training entry point: metrics and atomic checkpoints, resume, identical actions after reload, bad overrides,
+multirun sweeps, progress output."""
 
 from __future__ import annotations
 
@@ -29,6 +30,13 @@ TINY = [
     "eval_episodes=4",
     "eval_every=0",
     "checkpoint_every=2",
+    "logger=none",
+]
+# Small mazes in every distribution: evaluation of an untrained policy (which runs to the time limit) stays quick.
+SMALL_MAZES = [
+    f"env.distributions.{d}.{k}=3"
+    for d in ("train", "shift_arrow", "shift_size", "shift_both")
+    for k in ("min_size", "max_size")
 ]
 
 
@@ -91,3 +99,30 @@ def test_bad_override_fails_at_start_naming_the_key(tmp_path, override, message)
     assert proc.returncode != 0
     assert message in proc.stderr
     assert not (tmp_path / "metrics.jsonl").exists()
+
+
+def test_multirun_gives_each_seed_its_own_run_dir_with_metrics_and_a_checkpoint(tmp_path):
+    cmd = [sys.executable, "-m", "experiments.train", "-m", f"hydra.sweep.dir={tmp_path}", *TINY, *SMALL_MAZES]
+    proc = subprocess.run(
+        [*cmd, "total_env_steps=256", "seed=0,1"], cwd=ROOT, capture_output=True, text=True, timeout=600
+    )
+    assert proc.returncode == 0, proc.stderr
+    for job, seed in ((0, 0), (1, 1)):
+        assert [r["env_steps"] for r in _lines(tmp_path / str(job)) if "policy_loss" in r] == [256]
+        assert load_checkpoint(tmp_path / str(job))["run_config"]["seed"] == seed
+
+
+def test_progress_log_prints_a_plain_line_per_update(tmp_path):
+    proc = _train(tmp_path, *SMALL_MAZES, "total_env_steps=512", "progress=log")
+    assert proc.returncode == 0, proc.stderr
+    out = proc.stdout + proc.stderr
+    assert "update 1  steps 256" in out and "update 2  steps 512" in out
+    assert "\r" not in out
+
+
+def test_progress_bar_without_a_terminal_still_trains(tmp_path):
+    proc = _train(tmp_path, *SMALL_MAZES, "total_env_steps=512", "progress=bar")
+    assert proc.returncode == 0, proc.stderr
+    assert "512/512" in proc.stderr  # the bar's last state
+    assert "update 2  steps 512" not in proc.stdout + proc.stderr  # per-update lines give way to the bar
+    assert [r["env_steps"] for r in _lines(tmp_path) if "policy_loss" in r] == [256, 512]

@@ -1,0 +1,418 @@
+"""The stable-baselines3 backend: SB3's PPO on our batched cores, training our network.
+
+Why it exists: a second, independent PPO to check ours against, and the speed baseline. Same env,
+same network (``agents.networks.Torso`` with linear policy and value heads), same batch shape.
+
+How SB3 is fitted to the suite:
+
+- ``CoreVecEnv`` is an SB3 ``VecEnv`` over one batched core: one ``core.step`` per vector step, not a
+  ``DummyVecEnv`` of single envs. The core resets finished envs in the same step, as SB3 expects.
+- Images. SB3 calls a ``uint8`` Box of shape ``(H, W, 3)`` with bounds 0..255 (our ``rgb`` obs) an
+  image: it would wrap the env in ``VecTransposeImage`` (to CHW) and divide by 255 in
+  ``preprocess_obs``. Our Torso reads HWC pixels and scales them itself, so :class:`CorePPO` skips
+  the transpose and the policy gets ``normalize_images=False``: the Torso receives the env's own
+  values, cast to float, and divides pixels by 255 exactly once. Symbolic 0/1 boxes are not images
+  to SB3 (bounds 0..1) and pass through as they are.
+- Truncation. SB3 bootstraps a step (``reward += gamma * V(terminal_observation)``) only where the
+  info has ``TimeLimit.truncated`` true, so the adapter sets it from the core's ``truncated``.
+- The saved ``model.zip`` holds our metadata (env name, configs, seed) under the key ``misgen`` of the
+  zip's ``data`` JSON, so one file travels, and :func:`load_sb3_policy` checks the env by reading that
+  JSON before SB3 unpickles anything. SB3 zips still execute code when loaded (cloudpickle): load
+  only local, trusted files (DESIGN.md).
+
+What still differs from our PPO (SB3's choices, kept): SB3's value loss is the mean squared error of
+the clipped value only (ours: half the larger of the clipped and unclipped squared errors), and SB3
+initialises the torso orthogonally with gain sqrt(2) (ours: PyTorch's default); the heads' init
+(orthogonal, gains 0.01 and 1) is the same. SB3 anneals the learning rate from the progress *after*
+each rollout, so its k-th of N updates uses ``lr * (1 - k/N)`` (the last one 0); ours uses
+``lr * (1 - (k-1)/N)``. SB3's rollout buffer is host numpy, so on a GPU each step and each minibatch
+crosses the bus.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import tempfile
+import time
+import zipfile
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from gymnasium import spaces
+from stable_baselines3 import PPO
+from stable_baselines3.common.callbacks import BaseCallback
+from stable_baselines3.common.logger import Logger
+from stable_baselines3.common.policies import ActorCriticPolicy
+from stable_baselines3.common.torch_layers import BaseFeaturesExtractor
+from stable_baselines3.common.utils import LinearSchedule
+from stable_baselines3.common.vec_env import VecEnv
+from stable_baselines3.common.vec_env.base_vec_env import VecEnvIndices
+from torch.distributions import Categorical
+
+from agents.networks import NetworkConfig, Torso
+from agents.ppo import PPOConfig
+from envs import make_core
+from envs.config import config_to_dict, load_structured
+from envs.core import GridCore, StepResult
+from envs.gym_views import _check_actions, _observation_space
+
+MODEL_FILENAME = "model.zip"
+META_KEY = "misgen"
+"""Key of our metadata in the ``data`` JSON of a saved zip."""
+META_FORMAT = 1
+
+
+# ------------------------------------------------------------------- vec env
+class CoreVecEnv(VecEnv):
+    """The ``num_envs`` envs of one batched core as an SB3 ``VecEnv``.
+
+    Each vector step is one ``core.step``; observations, rewards and dones cross to the host once
+    each. Infos are empty dicts except for envs whose episode just ended, which get what SB3 reads:
+    ``terminal_observation`` (the last observation, before the same-step reset),
+    ``TimeLimit.truncated`` (so SB3 bootstraps time-limit ends), ``episode`` (``r``, ``l``, ``t`` as
+    SB3's ``Monitor`` writes them) and ``is_success``. Spaces are the gymnasium views' own.
+
+    The envs are rows of one core with one level generator: ``seed()`` takes effect at the next
+    ``reset()`` and only its first seed is used. ``get_attr`` reads an attribute of the core (shared
+    by every env); setting attributes or calling methods per env has no meaning here and raises.
+    """
+
+    def __init__(self, core: GridCore, render_mode: str | None = None) -> None:
+        if render_mode not in (None, "rgb_array"):
+            raise ValueError(f"render_mode={render_mode!r} is not one of [None, 'rgb_array']")
+        self.core = core
+        self.render_mode = render_mode
+        self._actions: torch.Tensor | None = None
+        self._returns = torch.zeros(core.num_envs, dtype=torch.float32, device=core.device)
+        self._start = time.perf_counter()
+        self._ended = {"episodes": 0, "successes": 0.0, "length": 0.0}
+        super().__init__(core.num_envs, _observation_space(core), spaces.Discrete(core.num_actions))
+
+    def reset(self) -> np.ndarray:
+        """Start every env on a fresh level (seeded by the last ``seed()`` call, if any)."""
+        if any(self._options):
+            raise NotImplementedError("CoreVecEnv.reset takes no options; call core.reset(level_ids=...) directly")
+        seed = self._seeds[0]
+        obs = self.core.reset(seed=None if seed is None else int(seed))
+        self._reset_seeds()
+        self._reset_options()
+        self._returns.zero_()
+        return obs.cpu().numpy()
+
+    def step_async(self, actions: np.ndarray) -> None:
+        host = np.asarray(actions).reshape(self.num_envs)
+        _check_actions(host, self.core.num_actions)
+        self._actions = torch.as_tensor(host, dtype=torch.long, device=self.core.device)
+
+    def step_wait(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[dict[str, Any]]]:
+        if self._actions is None:
+            raise RuntimeError("step_wait() called without step_async()")
+        result = self.core.step(self._actions)
+        self._actions = None
+        self._returns += result.reward
+        done = result.done
+        dones = done.cpu().numpy()
+        infos: list[dict[str, Any]] = [{} for _ in range(self.num_envs)]
+        if dones.any():
+            self._end_episodes(result, done, np.flatnonzero(dones), infos)
+        return result.obs.cpu().numpy(), result.reward.cpu().numpy(), dones, infos
+
+    def _end_episodes(
+        self, result: StepResult, done: torch.Tensor, ended: np.ndarray, infos: list[dict[str, Any]]
+    ) -> None:
+        """Fill the infos of the envs that just ended (only those: no Python work per running env)."""
+        index = torch.as_tensor(ended, device=self.core.device)
+        final_obs = self.core.final_obs().index_select(0, index).cpu().numpy()
+        columns = (self._returns, result.info["episode_length"], result.info["success"], result.truncated)
+        summary = torch.stack([c.float() for c in columns]).index_select(1, index).cpu().numpy()
+        self._returns.masked_fill_(done, 0.0)
+        elapsed = round(time.perf_counter() - self._start, 6)
+        for k, (ret, length, success, truncated) in enumerate(summary.T.tolist()):
+            infos[ended[k]] = {
+                "terminal_observation": final_obs[k],
+                "TimeLimit.truncated": bool(truncated),
+                "episode": {"r": ret, "l": int(length), "t": elapsed},
+                "is_success": bool(success),
+            }
+        self._ended["episodes"] += len(ended)
+        self._ended["successes"] += float(summary[2].sum())
+        self._ended["length"] += float(summary[1].sum())
+
+    def take_episode_stats(self) -> dict[str, float]:
+        """Episodes ended since the last call, their success rate and mean length (nan if none)."""
+        n, ended = self._ended["episodes"], self._ended
+        stats = {
+            "episodes": float(n),
+            "success_rate": ended["successes"] / n if n else float("nan"),
+            "episode_length": ended["length"] / n if n else float("nan"),
+        }
+        self._ended = {"episodes": 0, "successes": 0.0, "length": 0.0}
+        return stats
+
+    def close(self) -> None:
+        """Nothing to release: the core is plain tensors."""
+
+    def get_images(self) -> list[np.ndarray]:
+        return [self.core.render_rgb(i).cpu().numpy() for i in range(self.num_envs)]
+
+    def get_attr(self, attr_name: str, indices: VecEnvIndices = None) -> list[Any]:
+        value = self.render_mode if attr_name == "render_mode" else getattr(self.core, attr_name)
+        return [value for _ in self._get_indices(indices)]
+
+    def set_attr(self, attr_name: str, value: Any, indices: VecEnvIndices = None) -> None:
+        raise NotImplementedError(
+            f"set_attr({attr_name!r}): the envs of a CoreVecEnv are rows of one core; set it on .core instead"
+        )
+
+    def env_method(
+        self, method_name: str, *method_args: Any, indices: VecEnvIndices = None, **method_kwargs: Any
+    ) -> list[Any]:
+        raise NotImplementedError(
+            f"env_method({method_name!r}): the envs of a CoreVecEnv are rows of one core; call .core directly"
+        )
+
+    def env_is_wrapped(self, wrapper_class: type, indices: VecEnvIndices = None) -> list[bool]:
+        """Always false: there are no per-env gymnasium wrappers."""
+        return [False for _ in self._get_indices(indices)]
+
+
+class CorePPO(PPO):
+    """SB3's PPO, taking a :class:`CoreVecEnv` as it is (no ``VecTransposeImage``: our Torso reads HWC).
+
+    Its saved zips load with plain ``PPO.load``; to continue training on a core, use
+    ``CorePPO.load(path, env=CoreVecEnv(core))`` (plain ``PPO.load`` would transpose rgb obs).
+    """
+
+    @staticmethod
+    def _wrap_env(env: Any, verbose: int = 0, monitor_wrapper: bool = True) -> VecEnv:
+        if isinstance(env, CoreVecEnv):
+            return env
+        return PPO._wrap_env(env, verbose, monitor_wrapper)
+
+    def _maybe_recommend_cpu(self, mlp_class_name: str = "ActorCriticPolicy") -> None:
+        """Silenced: SB3 warns against the GPU for any ``ActorCriticPolicy``, but our torso may be a CNN."""
+
+
+# ------------------------------------------------------------------- network
+def _is_pixels(space: spaces.Box) -> bool:
+    """Whether ``space`` is the views' ``rgb`` space (bounds 0..255) rather than symbolic (0..1)."""
+    return bool(np.all(space.high == 255))
+
+
+class TorsoExtractor(BaseFeaturesExtractor):
+    """Our ``Torso`` as SB3's features extractor, so SB3 trains the network our PPO trains.
+
+    ``network`` is a ``NetworkConfig`` or its plain-dict form (what saved zips hold, so they do not
+    pickle the dataclass). Whether obs are pixels is read off the space.
+    """
+
+    def __init__(self, observation_space: spaces.Box, network: NetworkConfig | dict[str, Any] | None = None) -> None:
+        if not isinstance(network, NetworkConfig):
+            network = load_structured(NetworkConfig, network, None, "network")
+        network.validate()
+        super().__init__(observation_space, features_dim=network.hidden)
+        self.torso = Torso(tuple(observation_space.shape), network, pixels=_is_pixels(observation_space))
+
+    def forward(self, observations: torch.Tensor) -> torch.Tensor:
+        return self.torso(observations)
+
+
+def sb3_ppo_kwargs(cfg: PPOConfig) -> dict[str, Any]:
+    """SB3 ``PPO`` keyword arguments equivalent to our ``PPOConfig`` (env, seed and device aside)."""
+    cfg.validate()
+    return {
+        "policy": ActorCriticPolicy,
+        "learning_rate": LinearSchedule(cfg.lr, 0.0, 1.0) if cfg.anneal_lr else cfg.lr,
+        "n_steps": cfg.num_steps,
+        "batch_size": cfg.num_envs * cfg.num_steps // cfg.minibatches,
+        "n_epochs": cfg.epochs,
+        "gamma": cfg.gamma,
+        "gae_lambda": cfg.gae_lambda,
+        "clip_range": cfg.clip_coef,
+        "clip_range_vf": cfg.clip_coef,
+        "ent_coef": cfg.ent_coef,
+        "vf_coef": cfg.vf_coef,
+        "max_grad_norm": cfg.max_grad_norm,
+        "normalize_advantage": cfg.norm_adv,
+        "policy_kwargs": {
+            "features_extractor_class": TorsoExtractor,
+            "features_extractor_kwargs": {"network": dataclasses.asdict(cfg.network)},
+            "share_features_extractor": True,
+            "net_arch": [],  # linear heads straight on the torso's features, like ours
+            "normalize_images": False,  # the Torso scales pixels itself
+            "optimizer_class": torch.optim.Adam,
+            "optimizer_kwargs": {"eps": 1e-5},
+        },
+    }
+
+
+# ------------------------------------------------------------------ training
+class _Stats(BaseCallback):
+    """Reports each iteration (rollout + update) with the keys of our ``PPO.train_iteration``.
+
+    SB3 has no hook after ``train()``; the next ``on_rollout_start`` (or ``on_training_end``) comes
+    right after it, while the logger still holds the update's values.
+    """
+
+    def __init__(self, venv: CoreVecEnv, report: Callable[[dict[str, float]], None]) -> None:
+        super().__init__(verbose=0)
+        self.venv, self.report = venv, report
+        self._started: float | None = None
+        self._iterations = 0
+
+    def _on_rollout_start(self) -> None:
+        self._emit()
+        self._started = time.perf_counter()
+
+    def _on_step(self) -> bool:
+        return True
+
+    def _on_training_end(self) -> None:
+        self._emit()
+
+    def _emit(self) -> None:
+        if self._started is None:
+            return
+        seconds = time.perf_counter() - self._started
+        self._started = None
+        self._iterations += 1
+        logged = self.model.logger.name_to_value
+        nan = float("nan")
+        entropy_loss = logged.get("train/entropy_loss", nan)
+        out = {
+            "policy_loss": float(logged.get("train/policy_gradient_loss", nan)),
+            "value_loss": float(logged.get("train/value_loss", nan)),
+            "entropy": -float(entropy_loss),
+            "clip_frac": float(logged.get("train/clip_fraction", nan)),
+        }
+        if not all(np.isfinite(v) for v in out.values()):
+            raise FloatingPointError(f"non-finite SB3 PPO loss at update {self._iterations}: {out}")
+        out.update(self.venv.take_episode_stats())
+        out["env_steps"] = self.model.num_timesteps
+        out["updates"] = self._iterations
+        out["steps_per_s"] = self.model.n_steps * self.venv.num_envs / seconds
+        self.report(out)
+
+
+def train_sb3(
+    env_cfg: Any,
+    agent_cfg: PPOConfig,
+    seed: int,
+    total_env_steps: int,
+    run_dir: Path,
+    device: str,
+    callback: Callable[[dict[str, float]], None] | None = None,
+) -> Path:
+    """Train SB3's PPO on the env's ``train`` distribution and save ``run_dir/model.zip``; returns its path.
+
+    ``callback`` gets each iteration's statistics (keys as ``PPO.train_iteration``'s; SB3's
+    ``value_loss`` is its own, without our factor 0.5).
+    """
+    agent_cfg = agent_cfg.validate()
+    run_dir = Path(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    core = make_core(env_cfg, "train", num_envs=agent_cfg.num_envs, seed=seed, device=device)
+    venv = CoreVecEnv(core)
+    model = CorePPO(env=venv, seed=seed, device=core.device, verbose=0, **sb3_ppo_kwargs(agent_cfg))
+    model.set_logger(Logger(folder=None, output_formats=[]))  # SB3's default makes a temp dir per run
+    model.learn(total_timesteps=total_env_steps, callback=_Stats(venv, callback) if callback else None)
+    meta = {
+        "env_name": env_cfg.name,
+        "env_config": config_to_dict(env_cfg),
+        "agent_config": dataclasses.asdict(agent_cfg),
+        "observation_shape": list(core.observation_shape),
+        "seed": seed,
+        "env_steps": model.num_timesteps,
+    }
+    return save_sb3_model(model, run_dir, meta)
+
+
+def save_sb3_model(model: PPO, run_dir: Path, meta: dict[str, Any]) -> Path:
+    """Write ``run_dir/model.zip`` atomically (temp file, fsync, ``os.replace``), with ``meta`` in it.
+
+    ``meta`` (JSON-serialisable, with ``env_name``) goes into the zip's ``data`` under ``misgen``.
+    """
+    path = Path(run_dir) / MODEL_FILENAME
+    meta = {"format": META_FORMAT, **meta}
+    json.dumps(meta)  # fails here, not silently: SB3 would cloudpickle what JSON cannot hold
+    setattr(model, META_KEY, meta)
+    fd, tmp = tempfile.mkstemp(dir=run_dir, prefix=".model.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            model.save(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+    return path
+
+
+# -------------------------------------------------------------------- policy
+def find_sb3_model(where: str | Path) -> Path:
+    """The model zip named by ``where``: the file itself, or ``model.zip`` in a run dir."""
+    path = Path(where)
+    if path.is_dir():
+        path = path / MODEL_FILENAME
+    if not path.is_file():
+        raise FileNotFoundError(f"{where}: no SB3 model at {path}")
+    return path
+
+
+def read_sb3_meta(where: str | Path) -> dict[str, Any] | None:
+    """Our metadata of a saved zip (``None`` for a zip SB3 saved on its own); reads JSON only, runs no code."""
+    path = find_sb3_model(where)
+    try:
+        with zipfile.ZipFile(path) as archive:
+            data = json.loads(archive.read("data"))
+    except (zipfile.BadZipFile, KeyError, json.JSONDecodeError) as err:
+        raise ValueError(f"{path} is not an SB3 model zip: {err}") from err
+    meta = data.get(META_KEY)
+    return meta if isinstance(meta, dict) else None
+
+
+class SB3Policy:
+    """A ``Policy`` over a loaded SB3 PPO model: its own actor, on ``uint8`` obs as the cores give them."""
+
+    def __init__(self, model: PPO, seed: int = 0) -> None:
+        self.model = model
+        self.device = torch.device(model.device)
+        model.policy.set_training_mode(False)
+        self._gen = torch.Generator(device=self.device).manual_seed(seed)
+
+    @torch.no_grad()
+    def distribution(self, obs: torch.Tensor) -> Categorical:
+        return self.model.policy.get_distribution(obs).distribution
+
+    @torch.no_grad()
+    def act(self, obs: torch.Tensor, deterministic: bool = False) -> torch.Tensor:
+        probs = self.distribution(obs).probs
+        if deterministic:
+            return probs.argmax(-1)
+        return torch.multinomial(probs, 1, generator=self._gen).squeeze(-1)
+
+
+def load_sb3_policy(
+    where: str | Path, env_name: str | None = None, device: torch.device | str = "cpu", seed: int = 0
+) -> SB3Policy:
+    """An ``SB3Policy`` from a saved zip (the file or its run dir); with ``env_name``, refuses another env's.
+
+    The env is checked from the zip's JSON before loading; loading then unpickles SB3's data (code
+    runs: local, trusted files only).
+    """
+    path = find_sb3_model(where)
+    meta = read_sb3_meta(path)
+    if env_name is not None:
+        if meta is None:
+            raise ValueError(
+                f"{path} has no {META_KEY!r} metadata, so its env is unknown; not loading it for {env_name!r}"
+            )
+        if meta.get("env_name") != env_name:
+            raise ValueError(f"{path} is an SB3 model of env {meta.get('env_name')!r}, not {env_name!r}")
+    return SB3Policy(PPO.load(path, device=device), seed=seed)

@@ -1,0 +1,234 @@
+"""The SB3 backend: the VecEnv adapter against a bare core, training through it, saved models, obs scaling."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from stable_baselines3 import PPO
+from stable_baselines3.common.callbacks import BaseCallback
+from stable_baselines3.common.logger import Logger
+
+from agents.networks import NetworkConfig
+from agents.policy import Policy
+from agents.ppo import PPOConfig, load_ppo_config
+from agents.sb3 import (
+    MODEL_FILENAME,
+    CorePPO,
+    CoreVecEnv,
+    load_sb3_policy,
+    read_sb3_meta,
+    sb3_ppo_kwargs,
+    train_sb3,
+)
+from envs import make_core
+from tests.conftest import kc_config, small_config
+
+# Small layouts and short time limits, so that a few steps end episodes by truncation and by termination.
+ENVS = {
+    "arrow_maze": lambda **kw: small_config(
+        max_steps=40, step_penalty=0.01, distributions={"train": {"max_size": 4}}, **kw
+    ),
+    # Keys for every chest, so that episodes can also terminate (with train's scarce keys they never do).
+    "keys_chests": lambda **kw: kc_config(
+        max_steps=24,
+        step_penalty=0.01,
+        distributions={"train": {"min_keys": 2, "min_chests": 1, "max_chests": 2}},
+        **kw,
+    ),
+}
+TINY_NET = NetworkConfig(kind="mlp", hidden=32, mlp_layers=1)
+
+
+def tiny_agent(num_envs: int = 8, num_steps: int = 16) -> PPOConfig:
+    return PPOConfig(num_envs=num_envs, num_steps=num_steps, minibatches=2, epochs=2, network=TINY_NET)
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory: pytest.TempPathFactory) -> dict[str, tuple[object, list[dict], object]]:
+    """One short SB3 run per env: (model path, the callback's stats, the run dir)."""
+    runs = {}
+    for name, make_cfg in ENVS.items():
+        run_dir = tmp_path_factory.mktemp(f"sb3_{name}")
+        stats: list[dict] = []
+        path = train_sb3(make_cfg(), tiny_agent(), 0, 3 * 8 * 16, run_dir, "cpu", callback=stats.append)
+        runs[name] = (path, stats, run_dir)
+    return runs
+
+
+@pytest.mark.parametrize("env_name", sorted(ENVS))
+def test_adapter_matches_a_bare_core_and_marks_episode_ends(env_name: str) -> None:
+    cfg = ENVS[env_name]()
+    venv = CoreVecEnv(make_core(cfg, "train", num_envs=16, seed=3, device="cpu"))
+    core = make_core(cfg, "train", num_envs=16, seed=3, device="cpu")
+    venv.seed(3)
+    obs = venv.reset()
+    assert np.array_equal(obs, core.reset(seed=3).numpy())
+    returns = torch.zeros(16)
+    rng = np.random.default_rng(0)
+    seen = {"truncated": 0, "terminated": 0}
+    for _ in range(60):
+        actions = rng.integers(0, 4, size=16)
+        obs, rewards, dones, infos = venv.step(actions)
+        ref = core.step(torch.as_tensor(actions))
+        returns += ref.reward
+        assert np.array_equal(obs, ref.obs.numpy())
+        assert np.array_equal(rewards, ref.reward.numpy())
+        assert np.array_equal(dones, ref.done.numpy())
+        final_obs = core.final_obs()
+        for i in range(16):
+            if not dones[i]:
+                assert infos[i] == {}
+                continue
+            info = infos[i]
+            assert np.array_equal(info["terminal_observation"], final_obs[i].numpy())
+            assert info["TimeLimit.truncated"] == bool(ref.truncated[i])
+            assert info["is_success"] == bool(ref.info["success"][i])
+            assert info["episode"]["l"] == int(ref.info["episode_length"][i])
+            assert math.isclose(info["episode"]["r"], float(returns[i]), abs_tol=1e-5)
+            seen["truncated" if ref.truncated[i] else "terminated"] += 1
+        returns[ref.done] = 0.0
+    assert seen["truncated"] > 0 and seen["terminated"] > 0, seen
+
+
+def test_adapter_plumbing_answers_or_refuses_clearly() -> None:
+    venv = CoreVecEnv(make_core(small_config(), "train", num_envs=4, seed=0, device="cpu"), render_mode="rgb_array")
+    assert venv.get_attr("render_mode") == ["rgb_array"] * 4
+    assert venv.get_attr("distribution", indices=[1, 2]) == ["train", "train"]
+    assert venv.env_is_wrapped(object) == [False] * 4
+    with pytest.raises(NotImplementedError, match="one core"):
+        venv.set_attr("distribution", "shift_size")
+    with pytest.raises(NotImplementedError, match="one core"):
+        venv.env_method("reset")
+    with pytest.raises(ValueError, match="actions must be integers"):
+        venv.step(np.array([0, 1, 2, 4]))
+    frame = venv.render()
+    assert frame is not None and frame.ndim == 3 and frame.shape[-1] == 3
+
+
+class _CheckBootstrap(BaseCallback):
+    """At the end of a rollout (weights not yet updated), what SB3 stored as rewards against the env's own
+    rewards plus ``gamma * V(final obs)`` on truncated steps only."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.steps: list[tuple[np.ndarray, np.ndarray, list[dict]]] = []
+        self.ends = {"truncated": 0, "terminated": 0}
+
+    def _on_step(self) -> bool:  # runs before SB3 adds its bootstrap to the rewards in place
+        self.steps.append((self.locals["rewards"].copy(), self.locals["dones"].copy(), self.locals["infos"]))
+        return True
+
+    def _on_rollout_end(self) -> None:
+        gamma, stored = self.model.gamma, self.model.rollout_buffer.rewards
+        for t, (rewards, dones, infos) in enumerate(self.steps):
+            expected = rewards.copy()
+            for i in np.flatnonzero(dones):
+                if infos[i]["TimeLimit.truncated"]:
+                    final = torch.as_tensor(infos[i]["terminal_observation"])[None]
+                    with torch.no_grad():
+                        expected[i] += gamma * float(self.model.policy.predict_values(final))
+                self.ends["truncated" if infos[i]["TimeLimit.truncated"] else "terminated"] += 1
+            np.testing.assert_allclose(stored[t], expected, rtol=1e-5, atol=1e-6)
+
+
+def test_sb3_bootstraps_truncated_steps_and_not_terminated_ones() -> None:
+    agent = tiny_agent(num_envs=16, num_steps=48)  # longer than the time limit: every env ends at least once
+    venv = CoreVecEnv(make_core(ENVS["arrow_maze"](), "train", num_envs=16, seed=0, device="cpu"))
+    model = CorePPO(env=venv, seed=0, device="cpu", **sb3_ppo_kwargs(agent))
+    model.set_logger(Logger(folder=None, output_formats=[]))
+    check = _CheckBootstrap()
+    model.learn(total_timesteps=16 * 48, callback=check)  # one rollout
+    assert check.ends["truncated"] > 0 and check.ends["terminated"] > 0, check.ends
+
+
+@pytest.mark.parametrize("env_name", sorted(ENVS))
+def test_train_sb3_reports_each_update_and_writes_one_model_file(env_name: str, trained: dict) -> None:
+    path, stats, run_dir = trained[env_name]
+    assert [s["env_steps"] for s in stats] == [128, 256, 384]
+    assert [s["updates"] for s in stats] == [1, 2, 3]
+    for s in stats:
+        for key in ("policy_loss", "value_loss", "entropy", "clip_frac", "steps_per_s"):
+            assert math.isfinite(s[key]), (key, s)
+        if s["episodes"]:
+            assert 0.0 <= s["success_rate"] <= 1.0 and s["episode_length"] >= 1, s
+        else:  # no episode ended in that rollout
+            assert math.isnan(s["success_rate"]) and math.isnan(s["episode_length"]), s
+    assert sum(s["episodes"] for s in stats) > 0
+    assert path == run_dir / MODEL_FILENAME
+    assert sorted(p.name for p in run_dir.iterdir()) == [MODEL_FILENAME]  # no temp file left
+    meta = read_sb3_meta(path)
+    assert meta is not None and meta["env_name"] == env_name and meta["env_steps"] == 384
+
+
+@pytest.mark.parametrize("env_name", sorted(ENVS))
+def test_loaded_policy_acts_as_model_predict(env_name: str, trained: dict) -> None:
+    path, _, run_dir = trained[env_name]
+    policy = load_sb3_policy(run_dir, env_name=env_name)
+    assert isinstance(policy, Policy)
+    obs = make_core(ENVS[env_name](), "train", num_envs=32, seed=5, device="cpu").reset(seed=5)
+    expected, _ = PPO.load(path, device="cpu").predict(obs.numpy(), deterministic=True)
+    assert np.array_equal(policy.act(obs, deterministic=True).numpy(), expected)
+    probs = policy.distribution(obs).probs
+    assert probs.shape == (32, 4) and torch.allclose(probs.sum(-1), torch.ones(32))
+    sampled = policy.act(obs)
+    assert sampled.shape == (32,) and bool(((sampled >= 0) & (sampled < 4)).all())
+
+
+def test_loading_refuses_another_envs_model_and_a_missing_file(trained: dict, tmp_path) -> None:
+    path, _, _ = trained["arrow_maze"]
+    with pytest.raises(ValueError, match="'arrow_maze', not 'keys_chests'"):
+        load_sb3_policy(path, env_name="keys_chests")
+    with pytest.raises(FileNotFoundError, match="no SB3 model"):
+        load_sb3_policy(tmp_path / "nowhere" / MODEL_FILENAME)
+
+
+@pytest.mark.parametrize("obs_mode", ["symbolic", "rgb"])
+def test_torso_sees_the_env_values_and_scales_pixels_once(obs_mode: str) -> None:
+    core = make_core(ENVS["arrow_maze"](obs_mode=obs_mode), "train", num_envs=4, seed=0, device="cpu")
+    venv = CoreVecEnv(core)
+    model = CorePPO(env=venv, seed=0, device="cpu", **sb3_ppo_kwargs(tiny_agent(num_envs=4, num_steps=8)))
+    model.set_logger(Logger(folder=None, output_formats=[]))
+    assert model.get_env() is venv  # no VecTransposeImage: the torso reads HWC pixels
+    torso = model.policy.features_extractor.torso
+    inputs: list[torch.Tensor] = []
+    layer_inputs: list[torch.Tensor] = []
+    torso.register_forward_pre_hook(lambda _, args: inputs.append(args[0].detach().clone()))
+    torso.layers.register_forward_pre_hook(lambda _, args: layer_inputs.append(args[0].detach().clone()))
+
+    obs = core.reset(seed=1)
+    model.policy.predict(obs.numpy(), deterministic=True)
+    assert torch.equal(inputs[-1], obs.float())  # SB3 passed the raw values, same layout
+    if obs_mode == "rgb":
+        assert torch.allclose(layer_inputs[-1], obs.permute(0, 3, 1, 2).float() / 255.0)
+    else:
+        assert torch.equal(layer_inputs[-1], obs.float())
+
+    model.learn(total_timesteps=4 * 8)  # the rollout and update paths too
+    for x in inputs:  # integers as the env gives them: 0/1 channels, or pixels up to 255
+        assert torch.equal(x, x.round()) and (float(x.max()) > 1.0 if obs_mode == "rgb" else float(x.max()) == 1.0)
+    assert all(float(x.max()) <= 1.0 for x in layer_inputs)
+
+
+def test_sb3_kwargs_keep_our_batch_shape_and_schedule() -> None:
+    cfg = PPOConfig(num_envs=256, num_steps=64, minibatches=8, epochs=3, lr=5e-4, anneal_lr=True)
+    kwargs = sb3_ppo_kwargs(cfg)
+    assert (kwargs["n_steps"], kwargs["batch_size"], kwargs["n_epochs"]) == (64, 2048, 3)
+    assert kwargs["clip_range"] == kwargs["clip_range_vf"] == cfg.clip_coef
+    assert math.isclose(kwargs["learning_rate"](1.0), 5e-4) and kwargs["learning_rate"](0.0) == 0.0
+    assert sb3_ppo_kwargs(PPOConfig(anneal_lr=False))["learning_rate"] == cfg.lr
+    policy = kwargs["policy_kwargs"]
+    assert policy["net_arch"] == [] and policy["share_features_extractor"] and not policy["normalize_images"]
+
+
+def test_sb3_agent_preset_is_the_ppo_preset_but_for_the_backend() -> None:
+    from omegaconf import OmegaConf
+
+    presets = Path(__file__).resolve().parents[1] / "configs" / "agent"
+    sb3, ours = OmegaConf.load(presets / "sb3_ppo.yaml"), OmegaConf.load(presets / "ppo.yaml")
+    assert sb3.pop("backend") == "sb3"
+    ours.pop("backend", None)
+    assert load_ppo_config(sb3) == load_ppo_config(ours)
