@@ -27,6 +27,12 @@ class NetworkConfig:
     """Width of the dense layer(s)."""
     mlp_layers: int = 3
     """MLP: number of hidden layers."""
+    egocentric: int | None = None
+    """Radius of an agent-centred window cut from the symbolic observation before the torso
+    (``2r+1`` tiles a side, zero outside the canvas); ``null``: the whole canvas as it is. A
+    translation-invariant input, which a CPU-sized MLP needs to learn mazes at random offsets."""
+    agent_channel: int = 1
+    """With ``egocentric``: the symbolic channel that marks the agent (1 in both envs)."""
 
     def validate(self) -> NetworkConfig:
         if self.kind not in ("impala", "mlp"):
@@ -36,7 +42,22 @@ class NetworkConfig:
         for key in ("pool", "hidden", "mlp_layers"):
             if getattr(self, key) < 1:
                 raise ValueError(f"agent.network.{key}={getattr(self, key)} must be >= 1")
+        if self.egocentric is not None and self.egocentric < 1:
+            raise ValueError(f"agent.network.egocentric={self.egocentric} must be >= 1 (or null)")
         return self
+
+
+def egocentric_crop(obs: torch.Tensor, agent_channel: int, radius: int) -> torch.Tensor:
+    """``(B, C, S, S)`` observations -> ``(B, C, 2r+1, 2r+1)`` windows centred on each agent, zero-padded."""
+    b, c, s, _ = obs.shape
+    side, padded_side = 2 * radius + 1, s + 2 * radius
+    padded = nn.functional.pad(obs, (radius, radius, radius, radius)).reshape(b, c, padded_side * padded_side)
+    where = obs[:, agent_channel].reshape(b, s * s).argmax(-1)
+    span = torch.arange(side, device=obs.device)
+    rows = (where // s)[:, None, None] + span[None, :, None]
+    cols = (where % s)[:, None, None] + span[None, None, :]
+    index = (rows * padded_side + cols).reshape(b, 1, side * side).expand(b, c, side * side)
+    return padded.gather(2, index).reshape(b, c, side, side)
 
 
 def to_float(obs: torch.Tensor, pixels: bool) -> torch.Tensor:
@@ -78,6 +99,13 @@ class Torso(nn.Module):
         cfg.validate()
         self.pixels = pixels
         self.out_dim = cfg.hidden
+        self.egocentric, self.agent_channel = cfg.egocentric, cfg.agent_channel
+        if cfg.egocentric is not None:
+            if pixels:
+                raise ValueError("agent.network.egocentric needs symbolic observations (env.obs_mode=symbolic)")
+            if not 0 <= cfg.agent_channel < obs_shape[0]:
+                raise ValueError(f"agent.network.agent_channel={cfg.agent_channel} is not a channel of {obs_shape}")
+            obs_shape = (obs_shape[0], 2 * cfg.egocentric + 1, 2 * cfg.egocentric + 1)
         in_channels = obs_shape[-1] if pixels else obs_shape[0]
         if cfg.kind == "impala":
             stacks, c = [], in_channels
@@ -102,6 +130,8 @@ class Torso(nn.Module):
             self.layers = nn.Sequential(*layers)
 
     def forward(self, obs: torch.Tensor) -> torch.Tensor:
+        if self.egocentric is not None:
+            obs = egocentric_crop(obs, self.agent_channel, self.egocentric)
         return self.layers(to_float(obs, self.pixels))
 
 

@@ -53,6 +53,10 @@ class PPOConfig:
     """Normalise advantages per minibatch."""
     network: NetworkConfig = field(default_factory=NetworkConfig)
     """Architecture of the actor-critic."""
+    compile: bool = False
+    """``torch.compile`` the network (first iterations slower while it compiles; needs a C++ compiler on CPU)."""
+    bf16: bool = False
+    """CUDA only: run the network's forward passes under bf16 autocast (losses and optimiser stay fp32)."""
 
     def validate(self) -> PPOConfig:
         positive = ("num_envs", "num_steps", "lr", "epochs", "minibatches", "max_grad_norm")
@@ -67,6 +71,18 @@ class PPOConfig:
             batch = self.num_envs * self.num_steps
             raise ValueError(f"agent.minibatches={self.minibatches} must divide num_envs * num_steps = {batch}")
         return self
+
+
+def check_egocentric(channels: tuple[str, ...], net: NetworkConfig) -> None:
+    """An egocentric window must centre on the agent, and only suits envs whose channels are all spatial."""
+    if channels[net.agent_channel] != "agent":
+        raise ValueError(
+            f"agent.network.agent_channel={net.agent_channel} is {channels[net.agent_channel]!r}, not 'agent'"
+        )
+    if "inventory" in channels:
+        raise ValueError(
+            "agent.network.egocentric would move the positional 'inventory' channel with the agent"
+        )
 
 
 def compute_gae(
@@ -108,8 +124,13 @@ class PPO:
         torch.manual_seed(seed)
         net = net if net is not None else cfg.network
         pixels = core.cfg.obs_mode == "rgb"
+        if net.egocentric is not None and not pixels:
+            check_egocentric(core.channels, net)
         self.net = ActorCritic(core.observation_shape, core.num_actions, net, pixels).to(self.device)
         self.optimizer = torch.optim.Adam(self.net.parameters(), lr=cfg.lr, eps=1e-5)
+        if cfg.bf16 and self.device.type != "cuda":
+            raise ValueError(f"agent.bf16=true needs a CUDA device; this run is on {self.device}")
+        self._forward = torch.compile(self.net) if cfg.compile else self.net
         self.network_spec = network_spec(net, core.observation_shape, core.num_actions, pixels)
         self.policy = NetworkPolicy(self.net, self.device, seed)
         self._sample_gen = torch.Generator(device=self.device).manual_seed(seed)
@@ -142,9 +163,15 @@ class PPO:
         self._sample_gen.set_state(state["rng"]["sample"])
         self._perm_gen.set_state(state["rng"]["perm"])
 
+    def forward(self, obs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Logits and values in fp32, through the compiled network and bf16 autocast when configured."""
+        with torch.autocast("cuda", dtype=torch.bfloat16, enabled=self.cfg.bf16):
+            logits, value = self._forward(obs)
+        return logits.float(), value.float()
+
     def act(self, obs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Sampled actions, their log-probabilities and the values, for a batch of observations."""
-        logits, value = self.net(obs)
+        logits, value = self.forward(obs)
         logp_all = torch.log_softmax(logits, dim=-1)
         probs = logp_all.exp()
         action = torch.multinomial(probs, 1, generator=self._sample_gen).squeeze(-1)
@@ -165,22 +192,24 @@ class PPO:
         truncated = torch.zeros_like(terminated)
         ended = {"episodes": 0.0, "success": 0.0, "length": 0.0}
         start = time.perf_counter()
+        sync_free = dev.type != "cpu"
         with torch.no_grad():
             for t in range(t_len):
                 obs_buf[t] = self.obs
                 actions[t], logps[t], values[t] = self.act(self.obs)
                 r = core.step(actions[t])
                 rewards[t], terminated[t], truncated[t] = r.reward, r.terminated, r.truncated
-                # Truncated episodes bootstrap from their final observation. On CPU the check is
-                # free; on CUDA it is one host sync per step (only the truncated rows are kept).
-                if bool(r.truncated.any()):
-                    final_values[t] = torch.where(r.truncated, self.net(core.final_obs())[1], 0.0)
+                # Truncated episodes bootstrap from their final observation. On CPU, skip the value
+                # pass when none was truncated; on an accelerator that check would cost a host
+                # sync every step, so the pass always runs (only the truncated rows are kept).
+                if sync_free or bool(r.truncated.any()):
+                    final_values[t] = torch.where(r.truncated, self.forward(core.final_obs())[1], 0.0)
                 done = r.done.float()
                 ended["episodes"] += done.sum()
                 ended["success"] += (r.info["success"].float() * done).sum()
                 ended["length"] += (r.info["episode_length"].float() * done).sum()
                 self.obs = r.obs
-            last_value = self.net(self.obs)[1]
+            last_value = self.forward(self.obs)[1]
 
         # --------------------------------------------------------------- advantages
         advantages, returns = compute_gae(
@@ -197,7 +226,7 @@ class PPO:
             perm = torch.randperm(t_len * b, device=dev, generator=self._perm_gen)
             for start_i in range(0, t_len * b, size):
                 mb = perm[start_i : start_i + size]
-                logits, new_value = self.net(b_obs[mb])
+                logits, new_value = self.forward(b_obs[mb])
                 logp_all = torch.log_softmax(logits, dim=-1)
                 new_logp = logp_all.gather(1, b_actions[mb, None]).squeeze(-1)
                 entropy = -(logp_all.exp() * logp_all).sum(-1).mean()

@@ -12,7 +12,9 @@ from hypothesis import HealthCheck, settings
 from envs.config import ArrowMazeConfig, KeysChestsConfig, load_arrow_maze_config, load_keys_chests_config
 
 os.environ.setdefault("WANDB_MODE", "disabled")
-torch.set_num_threads(min(2, torch.get_num_threads()))
+# One thread per pytest-xdist worker: two workers with two threads each on two cores oversubscribe
+# the CPU, and torch's thread pools then slow down many-fold.
+torch.set_num_threads(1 if os.environ.get("PYTEST_XDIST_WORKER") else min(2, torch.get_num_threads()))
 
 settings.register_profile(
     "misgen", deadline=None, max_examples=25, suppress_health_check=[HealthCheck.too_slow], derandomize=True
