@@ -259,9 +259,10 @@ class _Stats(BaseCallback):
     right after it, while the logger still holds the update's values.
     """
 
-    def __init__(self, venv: CoreVecEnv, report: Callable[[dict[str, float]], None]) -> None:
+    def __init__(self, venv: CoreVecEnv, report: Callable[[dict[str, float], SB3Policy], None]) -> None:
         super().__init__(verbose=0)
         self.venv, self.report = venv, report
+        self._policy: SB3Policy | None = None
         self._started: float | None = None
         self._iterations = 0
 
@@ -296,7 +297,9 @@ class _Stats(BaseCallback):
         out["env_steps"] = self.model.num_timesteps
         out["updates"] = self._iterations
         out["steps_per_s"] = self.model.n_steps * self.venv.num_envs / seconds
-        self.report(out)
+        if self._policy is None:
+            self._policy = SB3Policy(self.model, seed=self.model.seed or 0)
+        self.report(out, self._policy)
 
 
 def train_sb3(
@@ -306,12 +309,12 @@ def train_sb3(
     total_env_steps: int,
     run_dir: Path,
     device: str,
-    callback: Callable[[dict[str, float]], None] | None = None,
+    callback: Callable[[dict[str, float], SB3Policy], None] | None = None,
 ) -> Path:
     """Train SB3's PPO on the env's ``train`` distribution and save ``run_dir/model.zip``; returns its path.
 
     ``callback`` gets each iteration's statistics (keys as ``PPO.train_iteration``'s; SB3's
-    ``value_loss`` is its own, without our factor 0.5).
+    ``value_loss`` is its own, without our factor 0.5) and the model as a ``Policy`` (for evaluations).
     """
     agent_cfg = agent_cfg.validate()
     run_dir = Path(run_dir)

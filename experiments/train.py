@@ -27,9 +27,10 @@ from omegaconf import DictConfig, OmegaConf
 
 from agents.checkpoint import load_checkpoint, save_checkpoint
 from agents.policy import Policy
-from agents.ppo import PPO, load_ppo_config
+from agents.ppo import PPO, PPOConfig, load_ppo_config
 from envs import make_core
 from envs.config import GridEnvConfig, config_to_dict, load_env_config
+from envs.devices import resolve_device
 from envs.render import save_episode
 from experiments.logger import RunLogger, load_logger_config, make_logger
 
@@ -40,15 +41,16 @@ VIDEO_TILE_SIZE = 8  # pixels per tile in episode GIFs: a 25-tile canvas gives 2
 
 
 @torch.no_grad()
-def evaluate(ppo: PPO, env_cfg: GridEnvConfig, distribution: str, episodes: int, seed: int) -> dict[str, float]:
+def evaluate(policy: Policy, env_cfg: GridEnvConfig, distribution: str, episodes: int, seed: int) -> dict[str, float]:
     """Success rate and mean return of one episode of the policy on each of levels 0..episodes-1."""
-    core = make_core(env_cfg, distribution, num_envs=episodes, seed=seed, device=ppo.device)
-    obs = core.reset(seed=seed, level_ids=torch.arange(episodes, device=ppo.device) % len(core.levels))
-    finished = torch.zeros(episodes, dtype=torch.bool, device=ppo.device)
-    success = torch.zeros(episodes, device=ppo.device)
-    returns = torch.zeros(episodes, device=ppo.device)
+    dev = policy.device
+    core = make_core(env_cfg, distribution, num_envs=episodes, seed=seed, device=dev)
+    obs = core.reset(seed=seed, level_ids=torch.arange(episodes, device=dev) % len(core.levels))
+    finished = torch.zeros(episodes, dtype=torch.bool, device=dev)
+    success = torch.zeros(episodes, device=dev)
+    returns = torch.zeros(episodes, device=dev)
     while not bool(finished.all()):
-        action = ppo.act(obs)[0]
+        action = policy.act(obs)
         r = core.step(action)
         returns += r.reward * ~finished
         ended = r.done & ~finished
@@ -141,82 +143,142 @@ def _write(metrics: Path, record: dict[str, Any]) -> None:
         f.write(json.dumps(clean) + "\n")
 
 
+class Run:
+    """What a training run reports to, whichever backend trains: ``metrics.jsonl``, the run logger,
+    the progress display, and evaluations on every distribution (with videos when configured)."""
+
+    def __init__(self, cfg: DictConfig, env_cfg: GridEnvConfig, run_dir: Path, logger: RunLogger, env_steps: int):
+        self.cfg, self.env_cfg, self.run_dir, self.logger = cfg, env_cfg, run_dir, logger
+        self.metrics = run_dir / "metrics.jsonl"
+        self.progress = Progress(cfg.progress, cfg.total_env_steps, env_steps)
+        self.video = load_logger_config(cfg.logger).video_every_eval
+
+    def report(self, record: dict[str, Any], env_steps: int) -> None:
+        _write(self.metrics, record)
+        self.logger.log(record, step=env_steps)
+
+    def iteration(self, stats: dict[str, float]) -> bool:
+        """Report one training iteration; returns whether an evaluation is due."""
+        self.report(stats, int(stats["env_steps"]))
+        self.progress.update(stats, int(stats["updates"]))
+        return bool(self.cfg.eval_every and stats["updates"] % self.cfg.eval_every == 0)
+
+    def evaluate_all(self, policy: Policy, env_steps: int, updates: int) -> None:
+        cfg, env_cfg = self.cfg, self.env_cfg
+        record: dict[str, Any] = {"env_steps": env_steps, "updates": updates}
+        for name in env_cfg.distributions:
+            for k, v in evaluate(policy, env_cfg, name, cfg.eval_episodes, cfg.seed + 1).items():
+                record[f"eval/{name}/{k}"] = v
+        self.report(record, env_steps)
+        self.progress.evaluated(record)
+        if self.video:
+            videos = {
+                name: save_episode(
+                    record_episode(policy, env_cfg, name, cfg.seed + 1),
+                    self.run_dir / "videos" / f"{name}_{env_steps}.gif",
+                )
+                for name in env_cfg.distributions
+            }
+            self.logger.log_videos(videos, step=env_steps)
+
+
+BACKENDS = ("misgen", "sb3")
+
+
 @hydra.main(config_path="../configs", config_name="train", version_base="1.3")
 def main(cfg: DictConfig) -> None:
     env_cfg = load_env_config(cfg.env.name, base=cfg.env)
-    agent_cfg = load_ppo_config(cfg.agent)
+    agent_node = OmegaConf.to_container(cfg.agent, resolve=True)
+    backend = agent_node.pop("backend", "misgen")
+    if backend not in BACKENDS:
+        raise ValueError(f"agent.backend={backend!r} must be one of {BACKENDS}")
+    agent_cfg = load_ppo_config(agent_node)
     logger_cfg = load_logger_config(cfg.logger)
     for key in ("total_env_steps", "eval_episodes"):
         if cfg[key] < 1:
             raise ValueError(f"{key}={cfg[key]} must be >= 1")
     if cfg.progress not in PROGRESS:
         raise ValueError(f"progress={cfg.progress!r} must be one of {PROGRESS}")
+    if cfg.resume and backend != "misgen":
+        raise ValueError(f"resume= continues runs of agent.backend=misgen only, not {backend!r}")
     run_dir = Path(hydra.core.hydra_config.HydraConfig.get().runtime.output_dir)
     resumed = None
     if cfg.resume:
         resumed = load_checkpoint(cfg.resume, env_name=env_cfg.name)
         run_dir = Path(cfg.resume) if Path(cfg.resume).is_dir() else Path(cfg.resume).parent
     run_cfg = OmegaConf.to_container(cfg, resolve=True)
-    core = make_core(env_cfg, "train", num_envs=agent_cfg.num_envs, seed=cfg.seed)
-    ppo = PPO(core, agent_cfg, seed=cfg.seed)
-    if resumed is not None:
-        ppo.load_state_dict(resumed)
-        log.info("resumed %s at %d env steps", run_dir, ppo.env_steps)
-    metrics = run_dir / "metrics.jsonl"
-    per_update = agent_cfg.num_envs * agent_cfg.num_steps
-    total_updates = -(-cfg.total_env_steps // per_update)
     previous = resumed or {}  # a resumed run continues its wandb run, in its group
     logger = make_logger(
         logger_cfg, run_cfg, run_dir, run_id=previous.get("wandb_run_id"), group=previous.get("wandb_group")
     )
-    progress = Progress(cfg.progress, cfg.total_env_steps, ppo.env_steps)
+    exit_code = 1
+    run = Run(cfg, env_cfg, run_dir, logger, previous.get("env_steps", 0))
+    try:
+        if backend == "sb3":
+            _train_sb3(cfg, env_cfg, agent_cfg, run)
+        else:
+            _train_misgen(cfg, env_cfg, agent_cfg, run, run_cfg, resumed)
+        exit_code = 0
+    finally:
+        run.progress.close()
+        logger.close(exit_code)
 
-    def report(record: dict[str, Any]) -> None:
-        _write(metrics, record)
-        logger.log(record, step=ppo.env_steps)
 
-    def eval_all() -> None:
-        record: dict[str, Any] = {"env_steps": ppo.env_steps, "updates": ppo.updates}
-        for name in env_cfg.distributions:
-            for k, v in evaluate(ppo, env_cfg, name, cfg.eval_episodes, cfg.seed + 1).items():
-                record[f"eval/{name}/{k}"] = v
-        report(record)
-        progress.evaluated(record)
-        if logger_cfg.video_every_eval:
-            videos = {
-                name: save_episode(
-                    record_episode(ppo.policy, env_cfg, name, cfg.seed + 1),
-                    run_dir / "videos" / f"{name}_{ppo.env_steps}.gif",
-                )
-                for name in env_cfg.distributions
-            }
-            logger.log_videos(videos, step=ppo.env_steps)
+def _train_misgen(
+    cfg: DictConfig,
+    env_cfg: GridEnvConfig,
+    agent_cfg: PPOConfig,
+    run: Run,
+    run_cfg: dict[str, Any],
+    resumed: dict[str, Any] | None,
+) -> None:
+    """Our PPO: periodic checkpoints (and one on Ctrl-C), evaluations every ``eval_every`` updates."""
+    core = make_core(env_cfg, "train", num_envs=agent_cfg.num_envs, seed=cfg.seed)
+    ppo = PPO(core, agent_cfg, seed=cfg.seed)
+    if resumed is not None:
+        ppo.load_state_dict(resumed)
+        log.info("resumed %s at %d env steps", run.run_dir, ppo.env_steps)
+    total_updates = -(-cfg.total_env_steps // (agent_cfg.num_envs * agent_cfg.num_steps))
 
     def checkpoint() -> None:
-        save_checkpoint(run_dir, _state(ppo, env_cfg, run_cfg, logger))
+        save_checkpoint(run.run_dir, _state(ppo, env_cfg, run_cfg, run.logger))
 
-    exit_code = 1
     try:
+        evaluated = False
         while ppo.env_steps < cfg.total_env_steps:
             stats = ppo.train_iteration(total_updates)
-            report({"updates": ppo.updates, **stats})
-            progress.update(stats, ppo.updates)
-            if cfg.eval_every and ppo.updates % cfg.eval_every == 0:
-                eval_all()
+            evaluated = run.iteration({"updates": ppo.updates, **stats})
+            if evaluated:
+                run.evaluate_all(ppo.policy, ppo.env_steps, ppo.updates)
             if cfg.checkpoint_every and ppo.updates % cfg.checkpoint_every == 0:
                 checkpoint()
-        if not (cfg.eval_every and ppo.updates % cfg.eval_every == 0):
-            eval_all()
+        if not evaluated:
+            run.evaluate_all(ppo.policy, ppo.env_steps, ppo.updates)
         checkpoint()
-        exit_code = 0
     except KeyboardInterrupt:
         checkpoint()
-        log.warning("interrupted: checkpoint written to %s", run_dir)
+        log.warning("interrupted: checkpoint written to %s", run.run_dir)
         raise
-    finally:
-        progress.close()
-        logger.close(exit_code)
-    log.info("done: %d env steps; metrics and checkpoint in %s", ppo.env_steps, run_dir)
+    log.info("done: %d env steps; metrics and checkpoint in %s", ppo.env_steps, run.run_dir)
+
+
+def _train_sb3(cfg: DictConfig, env_cfg: GridEnvConfig, agent_cfg: PPOConfig, run: Run) -> None:
+    """stable-baselines3's PPO on the same core and network; its model is saved as ``model.zip``."""
+    from agents.sb3 import train_sb3
+
+    last: dict[str, Any] = {}
+
+    def callback(stats: dict[str, float], policy: Policy) -> None:
+        last.update(stats=stats, policy=policy, evaluated=run.iteration(stats))
+        if last["evaluated"]:
+            run.evaluate_all(policy, int(stats["env_steps"]), int(stats["updates"]))
+
+    path = train_sb3(
+        env_cfg, agent_cfg, cfg.seed, cfg.total_env_steps, run.run_dir, str(resolve_device(env_cfg.device)), callback
+    )
+    if last and not last["evaluated"]:
+        run.evaluate_all(last["policy"], int(last["stats"]["env_steps"]), int(last["stats"]["updates"]))
+    log.info("done: SB3 model in %s", path)
 
 
 if __name__ == "__main__":

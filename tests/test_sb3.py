@@ -54,7 +54,15 @@ def trained(tmp_path_factory: pytest.TempPathFactory) -> dict[str, tuple[object,
     for name, make_cfg in ENVS.items():
         run_dir = tmp_path_factory.mktemp(f"sb3_{name}")
         stats: list[dict] = []
-        path = train_sb3(make_cfg(), tiny_agent(), 0, 3 * 8 * 16, run_dir, "cpu", callback=stats.append)
+        path = train_sb3(
+            make_cfg(),
+            tiny_agent(),
+            0,
+            3 * 8 * 16,
+            run_dir,
+            "cpu",
+            callback=lambda st, _policy, into=stats: into.append(st),
+        )
         runs[name] = (path, stats, run_dir)
     return runs
 

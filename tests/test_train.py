@@ -129,3 +129,14 @@ def test_progress_bar_without_a_terminal_still_trains(tmp_path):
     assert "512/512" in proc.stderr  # the bar's last state
     assert "update 2  steps 512" not in proc.stdout + proc.stderr  # per-update lines give way to the bar
     assert [r["env_steps"] for r in _lines(tmp_path) if "policy_loss" in r] == [256, 512]
+
+
+def test_the_sb3_backend_trains_through_the_same_entry_point(tmp_path):
+    proc = _train(tmp_path, *SMALL_MAZES, "agent=sb3_ppo", "total_env_steps=512")
+    assert proc.returncode == 0, proc.stderr
+    lines = _lines(tmp_path)
+    assert [r["env_steps"] for r in lines if "policy_loss" in r] == [256, 512]
+    assert {f"eval/{d}/success" for d in ("train", "shift_arrow", "shift_size", "shift_both")} <= set(lines[-1])
+    assert (tmp_path / "model.zip").is_file()
+    proc = _train(tmp_path / "again", "agent=sb3_ppo", f"resume={tmp_path}")
+    assert proc.returncode != 0 and "agent.backend=misgen only" in proc.stderr
