@@ -7,7 +7,7 @@ TORCH_SPEC ?= torch==2.13.0
 BIN = $(VENV)/bin
 STAMP = $(VENV)/.misgen-installed
 
-.PHONY: install demo test lint bench clean
+.PHONY: install demo smoke test lint bench clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -20,6 +20,10 @@ install: $(STAMP)
 
 demo: $(STAMP)
 	$(BIN)/python -m experiments.demo
+
+# Train a PPO agent on the arrow maze on the CPU (about 5 minutes on 2 cores): configs/experiment/arrow_maze_smoke.yaml
+smoke: $(STAMP)
+	$(BIN)/python -m experiments.train experiment=arrow_maze_smoke
 
 # pytest exits 5 when it selects no test: report it plainly instead of failing.
 test: $(STAMP)

@@ -1,10 +1,16 @@
-"""Benchmark: raw env steps/s of the batched core and of gymnasium's ``SyncVectorEnv``, one run.
+"""Benchmarks, one run each: raw env steps/s (``mode=env``) and end-to-end training (``mode=train``).
 
-``python -m experiments.bench [env=keys_chests]`` (Hydra; e.g. ``batch_sizes=[1024] env.device=cuda``). Random
-actions are drawn on the device inside the timed loop; every observation is consumed by a 64-bit
-checksum over all its bytes; the device is synchronised before each clock read. Each figure is the
-median of ``repeats`` timings of at least ``min_seconds``. Results go to stdout (a Markdown table
-for BENCHMARKS.md) and to ``bench.json`` in the run dir.
+``python -m experiments.bench [env=keys_chests]`` (Hydra; e.g. ``batch_sizes=[1024] env.device=cuda``): the
+batched core vs gymnasium's ``SyncVectorEnv``. Random actions are drawn on the device inside the
+timed loop; every observation is consumed by a 64-bit checksum over all its bytes; the device is
+synchronised before each clock read. Each figure is the median of ``repeats`` timings of at least
+``min_seconds``.
+
+``python -m experiments.bench mode=train``: our PPO vs stable-baselines3's PPO on the same core,
+network and batch shape: env steps/s end to end (rollout + update, after a warm-up iteration), and
+wall-clock seconds until the training success rate first reaches ``train.target`` on the
+``train.target_*`` setting. Results go to stdout (Markdown tables for BENCHMARKS.md) and to
+``bench.json`` in the run dir.
 """
 
 from __future__ import annotations
@@ -14,6 +20,7 @@ import json
 import os
 import platform
 import statistics
+import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -24,9 +31,12 @@ import numpy as np
 import torch
 from omegaconf import DictConfig, OmegaConf
 
+from agents.policy import Policy
+from agents.ppo import PPO, PPOConfig, load_ppo_config
 from envs import gym_id, make_core
 from envs.config import GridEnvConfig, load_env_config
 from envs.devices import resolve_device
+from experiments.train import evaluate
 
 
 def checksum(obs: torch.Tensor) -> torch.Tensor:
@@ -101,6 +111,146 @@ def bench_sync(cfg: GridEnvConfig, distribution: str, num_envs: int, min_seconds
     return num_envs / statistics.median(per_step)
 
 
+class _Stop(Exception):
+    """Ends a training benchmark from inside its per-iteration callback."""
+
+
+def bench_training(
+    env_cfg: GridEnvConfig,
+    agent_cfg: PPOConfig,
+    backend: str,
+    total_steps: int,
+    target: float | None = None,
+    max_seconds: float = float("inf"),
+    eval_every: int = 4,
+    eval_episodes: int = 256,
+) -> dict[str, Any]:
+    """One training run of ``backend`` on ``env_cfg``'s train distribution.
+
+    ``misgen``: our PPO; ``sb3``: SB3's PPO on our batched core (``agents.sb3.CoreVecEnv``);
+    ``sb3_dummy``: SB3's PPO the usual way, a ``DummyVecEnv`` of single gymnasium envs (throughput only).
+    Returns env steps/s between the end of the first iteration (warm-up) and the end of the run
+    and, with ``target``, the training wall-clock seconds and env steps until the policy's success
+    rate on ``eval_episodes`` train levels (evaluated every ``eval_every`` iterations, off the clock)
+    first reached it (``None`` if not within ``total_steps`` / ``max_seconds``). Each iteration
+    ends with its statistics read back to the host, so the clock sees finished work.
+    """
+    marks: list[tuple[float, int]] = []
+    reached: dict[str, float] = {}
+    clock = {"start": time.perf_counter(), "paused": 0.0}
+
+    def on_iteration(stats: dict[str, float], policy: Policy) -> None:
+        now = time.perf_counter()
+        marks.append((now - clock["paused"], int(stats["env_steps"])))
+        if target is not None and len(marks) % eval_every == 0:
+            success = evaluate(policy, env_cfg, "train", eval_episodes, seed=1)["success"]
+            clock["paused"] += time.perf_counter() - now
+            if success >= target:
+                reached.update(seconds=now - clock["paused"] - clock["start"], env_steps=stats["env_steps"])
+                raise _Stop
+        if now - clock["start"] > max_seconds:
+            raise _Stop
+
+    try:
+        if backend == "misgen":
+            ppo = PPO(make_core(env_cfg, "train", num_envs=agent_cfg.num_envs, seed=0), agent_cfg, seed=0)
+            clock["start"] = time.perf_counter()
+            ppo.train(total_steps, lambda stats: on_iteration(stats, ppo.policy))
+        elif backend == "sb3":
+            from agents.sb3 import train_sb3
+
+            with tempfile.TemporaryDirectory() as tmp:
+                device = str(resolve_device(env_cfg.device))
+                train_sb3(env_cfg, agent_cfg, 0, total_steps, Path(tmp), device, on_iteration)
+        elif backend == "sb3_dummy":
+            _train_sb3_dummy(env_cfg, agent_cfg, total_steps, on_iteration)
+        else:
+            raise ValueError(f"train.backends: {backend!r} is not one of ['misgen', 'sb3', 'sb3_dummy']")
+    except _Stop:
+        pass
+    (t0, s0), (t1, s1) = marks[0], marks[-1]
+    return {
+        "backend": backend,
+        "steps_per_s": (s1 - s0) / (t1 - t0) if t1 > t0 else None,
+        "env_steps": s1,
+        "seconds_to_target": reached.get("seconds"),
+        "env_steps_to_target": reached.get("env_steps"),
+    }
+
+
+def _train_sb3_dummy(
+    env_cfg: GridEnvConfig, agent_cfg: PPOConfig, total_steps: int, on_iteration: Callable[..., None]
+) -> None:
+    """SB3's PPO on a ``DummyVecEnv`` of our single gymnasium envs (the usual SB3 set-up), same network."""
+    import gymnasium as gym
+    from stable_baselines3 import PPO as SB3PPO
+    from stable_baselines3.common.callbacks import BaseCallback
+    from stable_baselines3.common.vec_env import DummyVecEnv
+
+    import envs  # noqa: F401  (registers the ids)
+    from agents.sb3 import sb3_ppo_kwargs
+
+    def make(i: int) -> Callable[[], gym.Env]:
+        return lambda: gym.make(gym_id(env_cfg.name), distribution="train", config=env_cfg)
+
+    venv = DummyVecEnv([make(i) for i in range(agent_cfg.num_envs)])
+    model = SB3PPO(env=venv, seed=0, device=str(resolve_device(env_cfg.device)), **sb3_ppo_kwargs(agent_cfg))
+
+    class Marks(BaseCallback):
+        def _on_rollout_start(self) -> None:
+            if self.num_timesteps:
+                on_iteration({"env_steps": self.num_timesteps}, None)
+
+        def _on_step(self) -> bool:
+            return True
+
+    model.learn(total_steps, callback=Marks())
+
+
+def run_training_benchmarks(cfg: DictConfig, base: GridEnvConfig) -> dict[str, Any]:
+    """``mode=train``: the throughput rows, then the time-to-target rows, for each backend."""
+    tcfg = cfg.train
+    agent = load_ppo_config(tcfg.agent)
+    target_env = load_env_config(base.name, OmegaConf.to_container(tcfg.target_env), base=cfg.env)
+    target_agent = load_ppo_config(tcfg.target_agent)
+    out: dict[str, Any] = {"throughput": [], "time_to_target": []}
+    for backend in tcfg.backends:
+        r = bench_training(base, agent, backend, tcfg.dummy_steps if backend == "sb3_dummy" else tcfg.steps)
+        out["throughput"].append(r)
+        rate = f"{r['steps_per_s']:,.0f}" if r["steps_per_s"] else "too few iterations to time"
+        print(f"throughput {backend:>6}: {rate} env steps/s over {r['env_steps']:,} steps")
+    for backend in [b for b in tcfg.backends if b != "sb3_dummy"]:  # too slow to train to a target
+        r = bench_training(target_env, target_agent, backend, tcfg.max_steps, tcfg.target, tcfg.max_seconds)
+        out["time_to_target"].append(r)
+        print(
+            f"to {tcfg.target:.0%} {backend:>6}: "
+            + (
+                f"{r['seconds_to_target']:.1f} s, {r['env_steps_to_target']:,.0f} steps"
+                if r["seconds_to_target"]
+                else f"not reached in {r['env_steps']:,} steps"
+            )
+        )
+    net = agent.network
+    print(
+        f"\n{base.name}, {agent.num_envs} envs x {agent.num_steps} steps, network {net.kind} "
+        f"{net.mlp_layers}x{net.hidden}, egocentric={net.egocentric}, device {resolve_device(base.device)}"
+    )
+    print("| backend | env steps/s end to end | seconds to target | env steps to target |")
+    print("|---|---:|---:|---:|")
+    targets = {r["backend"]: r for r in out["time_to_target"]}
+    for thr in out["throughput"]:
+        tgt = targets.get(thr["backend"])
+        if tgt is None:
+            seconds = steps = "—"
+        elif tgt["seconds_to_target"] is None:
+            seconds, steps = "not reached", f"> {tgt['env_steps']:,}"
+        else:
+            seconds, steps = f"{tgt['seconds_to_target']:.1f}", f"{tgt['env_steps_to_target']:,.0f}"
+        rate = f"{thr['steps_per_s']:,.0f}" if thr["steps_per_s"] else "—"
+        print(f"| {thr['backend']} | {rate} | {seconds} | {steps} |")
+    return out
+
+
 def canvas_config(cfg: GridEnvConfig, distribution: str, canvas: str) -> GridEnvConfig:
     """``full``: the config as given; ``fit``: only ``distribution``, on a canvas fitting its mazes."""
     if canvas == "full":
@@ -130,8 +280,12 @@ def main(cfg: DictConfig) -> None:
         torch.set_num_threads(int(cfg.threads))
     base = load_env_config(cfg.env.name, base=cfg.env)
     results: dict[str, Any] = {"machine": machine(), "env": base.name, "distribution": cfg.distribution, "runs": []}
+    if cfg.mode not in ("env", "train"):
+        raise ValueError(f"mode={cfg.mode!r} is not one of ['env', 'train']")
     rows = []
-    for canvas in cfg.canvases:
+    if cfg.mode == "train":
+        results["training"] = run_training_benchmarks(cfg, base)
+    for canvas in cfg.canvases if cfg.mode == "env" else []:
         env_cfg = canvas_config(base, cfg.distribution, canvas)
         device = resolve_device(env_cfg.device)
         sync_rates = {
@@ -158,8 +312,9 @@ def main(cfg: DictConfig) -> None:
                     else ""
                 )
             )
-    print("\n| canvas | device | envs | batched core (steps/s) | SyncVectorEnv (steps/s) | ratio |")
-    print("|---|---|---:|---:|---:|---:|")
+    if rows:
+        print("\n| canvas | device | envs | batched core (steps/s) | SyncVectorEnv (steps/s) | ratio |")
+        print("|---|---|---:|---:|---:|---:|")
     for r in rows:
         sync_cell = f"{r['sync_vector_env_steps_per_s']:,.0f}" if r["sync_vector_env_steps_per_s"] else "—"
         ratio_cell = f"{r['ratio']:,.0f}×" if r["ratio"] else "—"

@@ -36,6 +36,32 @@ def test_bench_measures_both_sides_and_writes_json(tmp_path):
     assert "| fit (9x9) | cpu | 16 |" in proc.stdout
 
 
+def test_training_bench_times_every_backend_and_the_time_to_target(tmp_path):
+    small = [f"env.distributions.{d}.{k}=3" for d in ("shift_size", "shift_both") for k in ("min_size", "max_size")]
+    agent = ["num_envs=8", "num_steps=8", "minibatches=2", "network.hidden=16"]
+    proc = _run(
+        "experiments.bench",
+        tmp_path,
+        "mode=train",
+        "env.num_levels=64",
+        "env.device=cpu",
+        *small,
+        *(f"++train.agent.{a}" for a in agent),
+        *(f"++train.target_agent.{a}" for a in agent),
+        "train.steps=256",
+        "train.dummy_steps=256",
+        "train.max_steps=256",
+        "train.target=0.0",  # reached at the first evaluation: exercises the evaluation path
+    )
+    assert proc.returncode == 0, proc.stderr
+    training = json.loads((tmp_path / "bench.json").read_text())["training"]
+    assert [r["backend"] for r in training["throughput"]] == ["misgen", "sb3", "sb3_dummy"]
+    assert all(r["steps_per_s"] > 0 for r in training["throughput"])
+    assert [r["backend"] for r in training["time_to_target"]] == ["misgen", "sb3"]
+    assert all(r["env_steps_to_target"] == 4 * 64 for r in training["time_to_target"])
+    assert "| sb3_dummy |" in proc.stdout
+
+
 def test_demo_writes_pictures_gifs_and_summary(tmp_path):
     proc = _run("experiments.demo", tmp_path, "summary_levels=8", "levels_shown=2", "+env_overrides.num_levels=64")
     assert proc.returncode == 0, proc.stderr
