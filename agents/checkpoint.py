@@ -14,7 +14,7 @@ from typing import Any
 
 import torch
 
-FORMAT = 1
+FORMAT = 2  # 2: records the network spec (agents.policy.network_spec)
 FILENAME = "checkpoint.pt"
 
 

@@ -44,6 +44,8 @@ class NetworkConfig:
                 raise ValueError(f"agent.network.{key}={getattr(self, key)} must be >= 1")
         if self.egocentric is not None and self.egocentric < 1:
             raise ValueError(f"agent.network.egocentric={self.egocentric} must be >= 1 (or null)")
+        if self.agent_channel < 0:
+            raise ValueError(f"agent.network.agent_channel={self.agent_channel} must be >= 0")
         return self
 
 
@@ -63,7 +65,7 @@ def egocentric_crop(obs: torch.Tensor, agent_channel: int, radius: int) -> torch
 def to_float(obs: torch.Tensor, pixels: bool) -> torch.Tensor:
     """``uint8`` observations to float ``(B, C, H, W)``: pixels scaled to [0, 1] and moved channel-first."""
     if pixels:
-        return obs.permute(0, 3, 1, 2).float().div_(255.0)
+        return obs.permute(0, 3, 1, 2).float().div(255.0)
     return obs.float()
 
 
@@ -98,7 +100,6 @@ class Torso(nn.Module):
         super().__init__()
         cfg.validate()
         self.pixels = pixels
-        self.out_dim = cfg.hidden
         self.egocentric, self.agent_channel = cfg.egocentric, cfg.agent_channel
         if cfg.egocentric is not None:
             if pixels:

@@ -68,6 +68,8 @@ def load_network_policy(
 ) -> NetworkPolicy:
     """A ``NetworkPolicy`` from one of our checkpoints (a run dir or the file); refuses another env's."""
     state = load_checkpoint(where, env_name=env_name)
+    if "network" not in state:
+        raise ValueError(f"{where}: the checkpoint does not record its network (written before format 2); retrain it")
     spec = state["network"]
     net_cfg = load_structured(NetworkConfig, spec["config"], None, "network").validate()
     net = ActorCritic(tuple(spec["obs_shape"]), spec["num_actions"], net_cfg, spec["pixels"])

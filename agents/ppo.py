@@ -75,14 +75,14 @@ class PPOConfig:
 
 def check_egocentric(channels: tuple[str, ...], net: NetworkConfig) -> None:
     """An egocentric window must centre on the agent, and only suits envs whose channels are all spatial."""
+    if net.agent_channel >= len(channels):
+        raise ValueError(f"agent.network.agent_channel={net.agent_channel}: the env has channels {channels}")
     if channels[net.agent_channel] != "agent":
         raise ValueError(
             f"agent.network.agent_channel={net.agent_channel} is {channels[net.agent_channel]!r}, not 'agent'"
         )
     if "inventory" in channels:
-        raise ValueError(
-            "agent.network.egocentric would move the positional 'inventory' channel with the agent"
-        )
+        raise ValueError("agent.network.egocentric would move the positional 'inventory' channel with the agent")
 
 
 def compute_gae(

@@ -55,7 +55,7 @@ from stable_baselines3.common.vec_env.base_vec_env import VecEnvIndices
 from torch.distributions import Categorical
 
 from agents.networks import NetworkConfig, Torso
-from agents.ppo import PPOConfig
+from agents.ppo import PPOConfig, check_egocentric
 from envs import make_core
 from envs.config import config_to_dict, load_structured
 from envs.core import GridCore, StepResult
@@ -319,7 +319,11 @@ def train_sb3(
     agent_cfg = agent_cfg.validate()
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
+    if agent_cfg.bf16 or agent_cfg.compile:
+        raise ValueError("agent.bf16 and agent.compile are switches of agent.backend=misgen; SB3 does not use them")
     core = make_core(env_cfg, "train", num_envs=agent_cfg.num_envs, seed=seed, device=device)
+    if agent_cfg.network.egocentric is not None and core.cfg.obs_mode == "symbolic":
+        check_egocentric(core.channels, agent_cfg.network)
     venv = CoreVecEnv(core)
     model = CorePPO(env=venv, seed=seed, device=core.device, verbose=0, **sb3_ppo_kwargs(agent_cfg))
     model.set_logger(Logger(folder=None, output_formats=[]))  # SB3's default makes a temp dir per run

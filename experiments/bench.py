@@ -130,7 +130,8 @@ def bench_training(
     ``misgen``: our PPO; ``sb3``: SB3's PPO on our batched core (``agents.sb3.CoreVecEnv``);
     ``sb3_dummy``: SB3's PPO the usual way, a ``DummyVecEnv`` of single gymnasium envs (throughput only).
     Returns env steps/s between the end of the first iteration (warm-up) and the end of the run
-    and, with ``target``, the training wall-clock seconds and env steps until the policy's success
+    and, with ``target``, the wall-clock seconds (from before building the core and the model,
+    evaluations excluded) and env steps until the policy's success
     rate on ``eval_episodes`` train levels (evaluated every ``eval_every`` iterations, off the clock)
     first reached it (``None`` if not within ``total_steps`` / ``max_seconds``). Each iteration
     ends with its statistics read back to the host, so the clock sees finished work.
@@ -141,20 +142,21 @@ def bench_training(
 
     def on_iteration(stats: dict[str, float], policy: Policy) -> None:
         now = time.perf_counter()
+        elapsed = now - clock["paused"] - clock["start"]  # training time so far, evaluations excluded
         marks.append((now - clock["paused"], int(stats["env_steps"])))
         if target is not None and len(marks) % eval_every == 0:
             success = evaluate(policy, env_cfg, "train", eval_episodes, seed=1)["success"]
             clock["paused"] += time.perf_counter() - now
             if success >= target:
-                reached.update(seconds=now - clock["paused"] - clock["start"], env_steps=stats["env_steps"])
+                reached.update(seconds=elapsed, env_steps=stats["env_steps"])
                 raise _Stop
-        if now - clock["start"] > max_seconds:
+        if elapsed > max_seconds:
             raise _Stop
 
     try:
         if backend == "misgen":
+            # The clock started before the core and the model were built, as for SB3 (train_sb3 builds both).
             ppo = PPO(make_core(env_cfg, "train", num_envs=agent_cfg.num_envs, seed=0), agent_cfg, seed=0)
-            clock["start"] = time.perf_counter()
             ppo.train(total_steps, lambda stats: on_iteration(stats, ppo.policy))
         elif backend == "sb3":
             from agents.sb3 import train_sb3
@@ -191,7 +193,9 @@ def _train_sb3_dummy(
     from agents.sb3 import sb3_ppo_kwargs
 
     def make(i: int) -> Callable[[], gym.Env]:
-        return lambda: gym.make(gym_id(env_cfg.name), distribution="train", config=env_cfg)
+        return lambda: gym.make(gym_id(env_cfg.name), distribution="train", config=single)
+
+    single = dataclasses.replace(env_cfg, device="cpu")  # single envs live on the host, as SB3 usually runs them
 
     venv = DummyVecEnv([make(i) for i in range(agent_cfg.num_envs)])
     model = SB3PPO(env=venv, seed=0, device=str(resolve_device(env_cfg.device)), **sb3_ppo_kwargs(agent_cfg))
@@ -213,6 +217,9 @@ def run_training_benchmarks(cfg: DictConfig, base: GridEnvConfig) -> dict[str, A
     agent = load_ppo_config(tcfg.agent)
     target_env = load_env_config(base.name, OmegaConf.to_container(tcfg.target_env), base=cfg.env)
     target_agent = load_ppo_config(tcfg.target_agent)
+    unknown = sorted(set(tcfg.backends) - {"misgen", "sb3", "sb3_dummy"})
+    if unknown:
+        raise ValueError(f"train.backends: {unknown} not among ['misgen', 'sb3', 'sb3_dummy']")
     out: dict[str, Any] = {"throughput": [], "time_to_target": []}
     for backend in tcfg.backends:
         r = bench_training(base, agent, backend, tcfg.dummy_steps if backend == "sb3_dummy" else tcfg.steps)

@@ -207,6 +207,11 @@ def main(cfg: DictConfig) -> None:
         resumed = load_checkpoint(cfg.resume, env_name=env_cfg.name)
         run_dir = Path(cfg.resume) if Path(cfg.resume).is_dir() else Path(cfg.resume).parent
     run_cfg = OmegaConf.to_container(cfg, resolve=True)
+    ppo = None
+    if backend == "misgen":  # built before the logger: a config the env can't take fails before any run exists
+        ppo = PPO(make_core(env_cfg, "train", num_envs=agent_cfg.num_envs, seed=cfg.seed), agent_cfg, seed=cfg.seed)
+        if resumed is not None:
+            check_same_network(resumed, ppo.network_spec, cfg.resume)
     previous = resumed or {}  # a resumed run continues its wandb run, in its group
     logger = make_logger(
         logger_cfg, run_cfg, run_dir, run_id=previous.get("wandb_run_id"), group=previous.get("wandb_group")
@@ -217,24 +222,33 @@ def main(cfg: DictConfig) -> None:
         if backend == "sb3":
             _train_sb3(cfg, env_cfg, agent_cfg, run)
         else:
-            _train_misgen(cfg, env_cfg, agent_cfg, run, run_cfg, resumed)
+            _train_misgen(cfg, env_cfg, ppo, run, run_cfg, resumed)
         exit_code = 0
     finally:
         run.progress.close()
         logger.close(exit_code)
 
 
+def check_same_network(resumed: dict[str, Any], spec: dict[str, Any], where: str) -> None:
+    """Refuse to resume a checkpoint into a different network (its weights would not mean the same)."""
+    saved = resumed.get("network")
+    if saved != spec:
+        raise ValueError(
+            f"resume={where}: the checkpoint's network {saved} differs from this run's {spec}; "
+            "resume with the run's own agent.network settings"
+        )
+
+
 def _train_misgen(
     cfg: DictConfig,
     env_cfg: GridEnvConfig,
-    agent_cfg: PPOConfig,
+    ppo: PPO,
     run: Run,
     run_cfg: dict[str, Any],
     resumed: dict[str, Any] | None,
 ) -> None:
     """Our PPO: periodic checkpoints (and one on Ctrl-C), evaluations every ``eval_every`` updates."""
-    core = make_core(env_cfg, "train", num_envs=agent_cfg.num_envs, seed=cfg.seed)
-    ppo = PPO(core, agent_cfg, seed=cfg.seed)
+    agent_cfg = ppo.cfg
     if resumed is not None:
         ppo.load_state_dict(resumed)
         log.info("resumed %s at %d env steps", run.run_dir, ppo.env_steps)

@@ -90,7 +90,7 @@ def test_offline_wandb_run_records_config_group_metrics_and_a_video_per_distribu
 
     assert run.project == "misgen" and run.job_type == "train"
     assert run.run_group.startswith("arrow_maze-ppo:agent.lr=0.001,") and "seed" not in run.run_group
-    assert list(run.tags) == ["arrow_maze", "ppo"]
+    assert list(run.tags) == ["arrow_maze", "misgen"]
     config = {item.key: json.loads(item.value_json) for item in run.config.update}
     assert config["seed"] == 0 and config["agent"]["lr"] == 0.001 and config["env"]["name"] == "arrow_maze"
 

@@ -122,6 +122,11 @@ def test_egocentric_networks_refuse_what_they_cannot_centre():
         ActorCritic((28, 28, 3), 4, NetworkConfig(kind="mlp", egocentric=3), pixels=True)
     with pytest.raises(ValueError, match=r"agent\.network\.egocentric=0"):
         NetworkConfig(egocentric=0).validate()
+    with pytest.raises(ValueError, match="the env has channels"):
+        PPO(
+            ArrowMazeCore(small_config(), "train", num_envs=4, seed=0),
+            PPOConfig(num_envs=4, minibatches=2, network=NetworkConfig(kind="mlp", egocentric=3, agent_channel=7)),
+        )
 
 
 def test_bf16_on_a_cpu_run_is_refused_naming_the_key():

@@ -240,3 +240,15 @@ def test_sb3_agent_preset_is_the_ppo_preset_but_for_the_backend() -> None:
     assert sb3.pop("backend") == "sb3"
     ours.pop("backend", None)
     assert load_ppo_config(sb3) == load_ppo_config(ours)
+
+
+def test_train_sb3_refuses_settings_it_cannot_honour(tmp_path):
+    ego = tiny_agent()
+    ego.network = NetworkConfig(kind="mlp", hidden=16, egocentric=3)
+    with pytest.raises(ValueError, match="inventory"):
+        train_sb3(kc_config(), ego, 0, 128, tmp_path, "cpu")
+    bf16 = tiny_agent()
+    bf16.bf16 = True
+    with pytest.raises(ValueError, match="SB3 does not use them"):
+        train_sb3(small_config(), bf16, 0, 128, tmp_path, "cpu")
+    assert not (tmp_path / "model.zip").exists()

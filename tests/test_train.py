@@ -68,6 +68,10 @@ def test_training_writes_metrics_and_a_checkpoint_then_resume_continues(tmp_path
     assert [r["env_steps"] for r in updates] == [256, 512, 768, 1024]
     assert load_checkpoint(tmp_path)["updates"] == 4
 
+    proc = _train(tmp_path / "other", *SMALL_MAZES, f"resume={tmp_path}", "agent.network.hidden=64")
+    assert proc.returncode != 0 and "differs from this run's" in proc.stderr
+    assert load_checkpoint(tmp_path)["updates"] == 4  # untouched
+
 
 def test_checkpoint_reload_gives_identical_actions(tmp_path):
     net = NetworkConfig(kind="mlp", hidden=32, egocentric=4)
