@@ -41,6 +41,13 @@ class NetworkPolicy:
         self.device = torch.device(device)
         self._gen = torch.Generator(device=self.device).manual_seed(seed)
 
+    def rng_state(self) -> torch.Tensor:
+        """State of the action sampler (checkpointed, so evaluations after a resume match an unbroken run)."""
+        return self._gen.get_state()
+
+    def set_rng_state(self, state: torch.Tensor) -> None:
+        self._gen.set_state(state)
+
     @torch.no_grad()
     def distribution(self, obs: torch.Tensor) -> Categorical:
         return Categorical(logits=self.net(obs)[0])

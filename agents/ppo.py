@@ -151,17 +151,22 @@ class PPO:
                 "torch": torch.get_rng_state(),
                 "sample": self._sample_gen.get_state(),
                 "perm": self._perm_gen.get_state(),
+                "levels": self.core.rng_state(),
+                "policy": self.policy.rng_state(),
             },
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        """Continue from :meth:`state_dict` (the envs restart on fresh episodes)."""
+        """Continue from :meth:`state_dict`: the envs start fresh episodes, drawn where the level stream stopped."""
         self.net.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.env_steps, self.updates = state["env_steps"], state["updates"]
         torch.set_rng_state(state["rng"]["torch"])
         self._sample_gen.set_state(state["rng"]["sample"])
         self._perm_gen.set_state(state["rng"]["perm"])
+        self.core.set_rng_state(state["rng"]["levels"])
+        self.policy.set_rng_state(state["rng"]["policy"])
+        self.obs = self.core.reset()
 
     def forward(self, obs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Logits and values in fp32, through the compiled network and bf16 autocast when configured."""

@@ -259,9 +259,16 @@ class _Stats(BaseCallback):
     right after it, while the logger still holds the update's values.
     """
 
-    def __init__(self, venv: CoreVecEnv, report: Callable[[dict[str, float], SB3Policy], None]) -> None:
+    def __init__(
+        self,
+        venv: CoreVecEnv,
+        report: Callable[[dict[str, float], SB3Policy], None] | None,
+        checkpoint_every: int = 0,
+        save: Callable[[], Path] | None = None,
+    ) -> None:
         super().__init__(verbose=0)
         self.venv, self.report = venv, report
+        self.checkpoint_every, self.save = checkpoint_every, save
         self._policy: SB3Policy | None = None
         self._started: float | None = None
         self._iterations = 0
@@ -297,9 +304,12 @@ class _Stats(BaseCallback):
         out["env_steps"] = self.model.num_timesteps
         out["updates"] = self._iterations
         out["steps_per_s"] = self.model.n_steps * self.venv.num_envs / seconds
-        if self._policy is None:
-            self._policy = SB3Policy(self.model, seed=self.model.seed or 0)
-        self.report(out, self._policy)
+        if self.report is not None:
+            if self._policy is None:
+                self._policy = SB3Policy(self.model, seed=self.model.seed or 0)
+            self.report(out, self._policy)
+        if self.save is not None and self.checkpoint_every and self._iterations % self.checkpoint_every == 0:
+            self.save()
 
 
 def train_sb3(
@@ -310,11 +320,13 @@ def train_sb3(
     run_dir: Path,
     device: str,
     callback: Callable[[dict[str, float], SB3Policy], None] | None = None,
+    checkpoint_every: int = 0,
 ) -> Path:
     """Train SB3's PPO on the env's ``train`` distribution and save ``run_dir/model.zip``; returns its path.
 
     ``callback`` gets each iteration's statistics (keys as ``PPO.train_iteration``'s; SB3's
     ``value_loss`` is its own, without our factor 0.5) and the model as a ``Policy`` (for evaluations).
+    The model is also saved every ``checkpoint_every`` iterations (0: only at the end) and on Ctrl-C.
     """
     agent_cfg = agent_cfg.validate()
     run_dir = Path(run_dir)
@@ -327,16 +339,24 @@ def train_sb3(
     venv = CoreVecEnv(core)
     model = CorePPO(env=venv, seed=seed, device=core.device, verbose=0, **sb3_ppo_kwargs(agent_cfg))
     model.set_logger(Logger(folder=None, output_formats=[]))  # SB3's default makes a temp dir per run
-    model.learn(total_timesteps=total_env_steps, callback=_Stats(venv, callback) if callback else None)
-    meta = {
-        "env_name": env_cfg.name,
-        "env_config": config_to_dict(env_cfg),
-        "agent_config": dataclasses.asdict(agent_cfg),
-        "observation_shape": list(core.observation_shape),
-        "seed": seed,
-        "env_steps": model.num_timesteps,
-    }
-    return save_sb3_model(model, run_dir, meta)
+
+    def save() -> Path:
+        meta = {
+            "env_name": env_cfg.name,
+            "env_config": config_to_dict(env_cfg),
+            "agent_config": dataclasses.asdict(agent_cfg),
+            "observation_shape": list(core.observation_shape),
+            "seed": seed,
+            "env_steps": model.num_timesteps,
+        }
+        return save_sb3_model(model, run_dir, meta)
+
+    try:
+        model.learn(total_timesteps=total_env_steps, callback=_Stats(venv, callback, checkpoint_every, save))
+    except KeyboardInterrupt:
+        save()
+        raise
+    return save()
 
 
 def save_sb3_model(model: PPO, run_dir: Path, meta: dict[str, Any]) -> Path:

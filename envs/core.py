@@ -65,6 +65,15 @@ class GridCore:
             self._offsets_cache = cached
         return cached[:n]
 
+    def rng_state(self) -> torch.Tensor:
+        """State of the level draws (for checkpoints: a resumed run continues the stream, not replays it)."""
+        return self._generator.get_state()
+
+    def set_rng_state(self, state: torch.Tensor) -> None:
+        """Continue the level draws from :meth:`rng_state`; the next ``reset()`` without a seed draws from it."""
+        self._generator.set_state(state)
+        self._seeded = True
+
     def _start_levels(self, seed: int | None, level_ids: Any) -> torch.Tensor:
         """Level of each env for a reset: ``level_ids`` (an int for all, or one per env), checked,
         or drawn uniformly from the bank. Seeds the level draws when ``seed`` is given."""

@@ -288,7 +288,14 @@ def _train_sb3(cfg: DictConfig, env_cfg: GridEnvConfig, agent_cfg: PPOConfig, ru
             run.evaluate_all(policy, int(stats["env_steps"]), int(stats["updates"]))
 
     path = train_sb3(
-        env_cfg, agent_cfg, cfg.seed, cfg.total_env_steps, run.run_dir, str(resolve_device(env_cfg.device)), callback
+        env_cfg,
+        agent_cfg,
+        cfg.seed,
+        cfg.total_env_steps,
+        run.run_dir,
+        str(resolve_device(env_cfg.device)),
+        callback,
+        checkpoint_every=cfg.checkpoint_every,
     )
     if last and not last["evaluated"]:
         run.evaluate_all(last["policy"], int(last["stats"]["env_steps"]), int(last["stats"]["updates"]))

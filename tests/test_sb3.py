@@ -252,3 +252,18 @@ def test_train_sb3_refuses_settings_it_cannot_honour(tmp_path):
     with pytest.raises(ValueError, match="SB3 does not use them"):
         train_sb3(small_config(), bf16, 0, 128, tmp_path, "cpu")
     assert not (tmp_path / "model.zip").exists()
+
+
+def test_train_sb3_checkpoints_periodically_and_on_ctrl_c(tmp_path):
+    seen: list[int] = []
+
+    def interrupt_on_third(stats: dict, _policy: Policy) -> None:
+        seen.append(int(stats["env_steps"]))
+        if len(seen) == 3:
+            assert read_sb3_meta(tmp_path)["env_steps"] == 2 * 128  # the periodic save of iteration 2
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        train_sb3(small_config(), tiny_agent(), 0, 10 * 128, tmp_path, "cpu", interrupt_on_third, checkpoint_every=2)
+    assert read_sb3_meta(tmp_path)["env_steps"] == 3 * 128  # written on the way out
+    assert [p.name for p in tmp_path.iterdir()] == [MODEL_FILENAME]

@@ -144,3 +144,17 @@ def test_the_sb3_backend_trains_through_the_same_entry_point(tmp_path):
     assert (tmp_path / "model.zip").is_file()
     proc = _train(tmp_path / "again", "agent=sb3_ppo", f"resume={tmp_path}")
     assert proc.returncode != 0 and "agent.backend=misgen only" in proc.stderr
+
+
+def test_a_resumed_ppo_continues_the_level_stream_and_the_samplers():
+    cfg = PPOConfig(num_envs=32, num_steps=8, minibatches=2, network=NetworkConfig(kind="mlp", hidden=16))
+    ppo = PPO(ArrowMazeCore(small_config(), "train", num_envs=32, seed=0), cfg, seed=0)
+    opening = ppo.core.level.clone()
+    ppo.train_iteration()
+    state = ppo.state_dict()
+    resumed = PPO(ArrowMazeCore(small_config(), "train", num_envs=32, seed=0), cfg, seed=0)
+    assert torch.equal(resumed.core.level, opening)  # a fresh run opens on the same levels...
+    resumed.load_state_dict(state)
+    assert not torch.equal(resumed.core.level, opening)  # ...a resumed one draws where the stream stopped
+    assert torch.equal(resumed.policy.rng_state(), ppo.policy.rng_state())
+    assert resumed.env_steps == ppo.env_steps and resumed.train_iteration()["env_steps"] == 512
