@@ -7,12 +7,12 @@ so it loads with ``torch.load(weights_only=True)``: loading our own checkpoints 
 
 from __future__ import annotations
 
-import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import torch
+
+from envs.atomic import atomic_path
 
 FORMAT = 2  # 2: records the network spec (agents.policy.network_spec)
 FILENAME = "checkpoint.pt"
@@ -21,16 +21,8 @@ FILENAME = "checkpoint.pt"
 def save_checkpoint(run_dir: Path, state: dict[str, Any]) -> Path:
     """Atomically write ``state`` (plus the format version) to ``run_dir/checkpoint.pt``."""
     path = Path(run_dir) / FILENAME
-    fd, tmp = tempfile.mkstemp(dir=run_dir, prefix=".checkpoint.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save({"format": FORMAT, **state}, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
+    with atomic_path(path) as tmp:
+        torch.save({"format": FORMAT, **state}, tmp)
     return path
 
 

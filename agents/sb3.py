@@ -33,8 +33,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
-import tempfile
 import time
 import zipfile
 from collections.abc import Callable
@@ -57,6 +55,7 @@ from torch.distributions import Categorical
 from agents.networks import NetworkConfig, Torso
 from agents.ppo import PPOConfig, check_egocentric
 from envs import make_core
+from envs.atomic import atomic_path
 from envs.config import config_to_dict, load_structured
 from envs.core import GridCore, StepResult
 from envs.gym_views import _check_actions, _observation_space
@@ -368,16 +367,8 @@ def save_sb3_model(model: PPO, run_dir: Path, meta: dict[str, Any]) -> Path:
     meta = {"format": META_FORMAT, **meta}
     json.dumps(meta)  # fails here, not silently: SB3 would cloudpickle what JSON cannot hold
     setattr(model, META_KEY, meta)
-    fd, tmp = tempfile.mkstemp(dir=run_dir, prefix=".model.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            model.save(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
+    with atomic_path(path) as tmp, open(tmp, "wb") as f:
+        model.save(f)  # to a file object: given a path, SB3 would append ".zip" to the temp name
     return path
 
 

@@ -9,13 +9,13 @@ tensors' device by one lookup into the atlas.
 from __future__ import annotations
 
 import os
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from envs.atomic import atomic_path
 from envs.layout import END, FLOOR, WALL
 
 OVERLAY_SHIFT = 2
@@ -160,14 +160,14 @@ def save_episode(frames: Sequence[np.ndarray] | np.ndarray, path: str | os.PathL
     if suffix not in (".gif", ".mp4"):
         raise ValueError(f"save_episode writes .gif or .mp4, not {path.name!r}")
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(suffix=suffix, dir=path.parent, prefix=f".{path.stem}.")
-    os.close(fd)
-    try:
+    with atomic_path(path) as tmp:
         if suffix == ".gif":
             from PIL import Image
 
             images = [Image.fromarray(f) for f in frames]
-            images[0].save(tmp, save_all=True, append_images=images[1:], duration=round(1000 / fps), loop=0)
+            images[0].save(
+                tmp, format="GIF", save_all=True, append_images=images[1:], duration=round(1000 / fps), loop=0
+            )
         else:
             try:
                 import imageio.v2 as iio
@@ -175,8 +175,4 @@ def save_episode(frames: Sequence[np.ndarray] | np.ndarray, path: str | os.PathL
             except ImportError as err:
                 raise RuntimeError("writing .mp4 needs imageio-ffmpeg: pip install 'misgen[video]'") from err
             iio.mimwrite(tmp, frames, format="FFMPEG", fps=fps, macro_block_size=1)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
     return path

@@ -34,6 +34,7 @@ from omegaconf import DictConfig, OmegaConf
 from agents.policy import Policy
 from agents.ppo import PPO, PPOConfig, load_ppo_config
 from envs import gym_id, make_core
+from envs.atomic import atomic_path
 from envs.config import GridEnvConfig, load_env_config
 from envs.devices import resolve_device
 from experiments.train import evaluate
@@ -332,9 +333,8 @@ def main(cfg: DictConfig) -> None:
     out = Path(cfg.output) if cfg.output else Path(hydra.core.hydra_config.HydraConfig.get().runtime.output_dir)
     out.mkdir(parents=True, exist_ok=True)
     results["config"] = OmegaConf.to_container(cfg, resolve=True)
-    tmp = out / ".bench.json.tmp"
-    tmp.write_text(json.dumps(results, indent=2))
-    os.replace(tmp, out / "bench.json")
+    with atomic_path(out / "bench.json") as tmp:
+        tmp.write_text(json.dumps(results, indent=2))
     print(f"\nmachine: {json.dumps(results['machine'])}\nresults: {out / 'bench.json'}")
 
 
