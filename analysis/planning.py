@@ -24,6 +24,25 @@ def distance_maps(core: ArrowMazeCore, targets: torch.Tensor, level_ids: torch.T
     return bfs_distances(core.levels.blocked[level_ids], targets[level_ids], core.canvas.padded)
 
 
+def arrow_maze_q_values(
+    core: ArrowMazeCore, level: torch.Tensor, pos: torch.Tensor, objective: str, gamma: float = 0.99
+) -> torch.Tensor:
+    """``(N, 4)`` exact action values of the objective "reach the ``end``" or "reach the ``arrow``"
+    (reward 1 on arrival, discount ``gamma``) in the states ``(level, pos)``: ``gamma ** d(s')``,
+    where ``s'`` is where the action leads and ``d`` its distance to the target (so at the target,
+    staying put is best)."""
+    if objective not in ("end", "arrow"):
+        raise ValueError(f"arrow maze objective {objective!r} is not one of ['end', 'arrow']")
+    targets = core.levels.end if objective == "end" else core.levels.arrow
+    levels, which = torch.unique(level, return_inverse=True)
+    dist = distance_maps(core, targets, levels)  # (U, P)
+    actions = torch.arange(core.num_actions, device=level.device)
+    n = len(level)
+    nxt = core.move(level[:, None].expand(n, 4).reshape(-1), pos[:, None].expand(n, 4).reshape(-1), actions.repeat(n))
+    d = dist[which[:, None].expand(n, 4).reshape(-1), nxt].view(n, 4)
+    return torch.pow(torch.tensor(gamma, dtype=torch.float64, device=level.device), d.double())
+
+
 def shortest_path_action(core: ArrowMazeCore | KeysChestsCore, env_dist: torch.Tensor) -> torch.Tensor:
     """Per env, an action that moves one step closer on ``env_dist``, the ``(B, P)`` distance map of
     each env's current level.

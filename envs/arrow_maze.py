@@ -122,8 +122,7 @@ class ArrowMazeCore(GridCore):
         finished envs restart on a fresh level in the same step. ``info`` describes the episodes of
         this step: where ``done``, the ones that just ended."""
         level = self.level
-        moved = self.pos + self.move_offsets.take(action)
-        pos = torch.where(self._blocked_flat.take(level * self._num_padded + moved), self.pos, moved)
+        pos = self.move(level, self.pos, action)
         t = self.t + 1
         at_end = pos == self.levels.end.take(level)
         at_arrow = pos == self.levels.arrow.take(level)
@@ -157,6 +156,12 @@ class ArrowMazeCore(GridCore):
                 "first_arrow_step": first_arrow,
             },
         )
+
+    def move(self, level: torch.Tensor, pos: torch.Tensor, action: torch.Tensor) -> torch.Tensor:
+        """Where each action leads (the movement rule, also used by planning): a move into a wall
+        or out of the maze stays put."""
+        moved = pos + self.move_offsets.take(action)
+        return torch.where(self._blocked_flat.take(level * self._num_padded + moved), pos, moved)
 
     # ----------------------------------------------------------- observation
     def observe(self, level: torch.Tensor, pos: torch.Tensor) -> torch.Tensor:
