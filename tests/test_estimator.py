@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from analysis.estimator import RANDOM, estimate, fit_beta
+from analysis.metrics import arrow_maze_report
 from analysis.planning import arrow_maze_q_values, distance_maps, shortest_path_action
 from analysis.trajectories import collect_arrow_maze
 from tests.conftest import small_config
@@ -70,3 +71,28 @@ def test_q_values_follow_the_movement_rule():
         taken = q[traj.episode == e].gather(1, traj.action[traj.episode == e, None]).squeeze(1)
         steps_left = torch.arange(len(taken) - 1, -1, -1, dtype=torch.float64)
         assert torch.allclose(taken, 0.9**steps_left)
+
+
+@pytest.mark.parametrize(
+    ("actor", "distribution", "verdict"),
+    [
+        ("end", "shift_arrow", "robust"),
+        ("arrow", "shift_arrow", "objective_misgeneralisation"),
+        ("random", "shift_arrow", "capability_failure"),
+        ("end", "train", "robust"),
+    ],
+)
+def test_verdicts_of_the_oracles(actor, distribution, verdict):
+    traj, est = run_estimate(random_actor if actor == "random" else seeker(actor), distribution)
+    report = arrow_maze_report(traj, est, base_objective="end")
+    assert report["verdict"] == verdict
+    low, high = report["intervals"]["capability"]
+    assert low <= report["capability"] <= high
+    if actor in ("end", "arrow"):
+        assert report["spl"][actor] == pytest.approx(1.0)  # shortest paths, every episode
+        assert report["capability"] == pytest.approx(1.0)
+    if actor == "end":
+        assert report["base_return"] == 1.0 and report["regret"] == 0.0
+    if actor == "arrow":
+        assert report["objective_robustness"] < 0.01
+    assert len(report["per_episode"]["success"]) == report["episodes"] == 64
