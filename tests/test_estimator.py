@@ -7,7 +7,8 @@ import torch
 
 from analysis.estimator import RANDOM, estimate, fit_beta
 from analysis.metrics import arrow_maze_report
-from analysis.planning import arrow_maze_q_values, distance_maps, shortest_path_action
+from analysis.planning import arrow_maze_q_values
+from analysis.policy_specs import seeker
 from analysis.trajectories import collect_arrow_maze
 from tests.conftest import small_config
 
@@ -19,16 +20,6 @@ def test_fit_beta_recovers_the_temperature_of_boltzmann_data():
     assert fit_beta(q, actions).beta == pytest.approx(3.0, rel=0.15)
     uniform = torch.randint(0, 4, (6000,), generator=g)
     assert fit_beta(q, uniform).beta < 0.3
-
-
-def seeker(target: str):
-    """A scripted agent that walks the shortest path to the end or to the arrow (and stays there)."""
-
-    def act(core, _obs):
-        targets = core.levels.end if target == "end" else core.levels.arrow
-        return shortest_path_action(core, distance_maps(core, targets, core.level))
-
-    return act
 
 
 def random_actor(core, _obs):
@@ -96,3 +87,12 @@ def test_verdicts_of_the_oracles(actor, distribution, verdict):
     if actor == "arrow":
         assert report["objective_robustness"] < 0.01
     assert len(report["per_episode"]["success"]) == report["episodes"] == 64
+
+
+def test_collection_plays_the_first_levels_of_the_full_set():
+    from envs.arrow_maze import ArrowMazeCore
+
+    traj = collect_arrow_maze(seeker("end"), small_config(), "shift_both", episodes=8, seed=0)
+    full = ArrowMazeCore(small_config(), "shift_both", num_envs=1, seed=0).levels
+    assert torch.equal(traj.core.levels.blocked, full.blocked[:8])
+    assert torch.equal(traj.core.levels.arrow, full.arrow[:8]) and torch.equal(traj.core.levels.start, full.start[:8])

@@ -1,0 +1,84 @@
+"""Policy specs of the evaluation CLI: one string names any policy source.
+
+- ``<run dir or checkpoint.pt>``: one of our PPO checkpoints (``agents.policy.load_network_policy``);
+- ``sb3:<model.zip or run dir>``: a stable-baselines3 model (``agents.sb3.load_sb3_policy``);
+- ``oracle:<objective>[@eps=<p>]``: an exact planner for that candidate objective, taking a uniformly
+  random action with probability ``p`` (sanity baselines);
+- ``random``: uniformly random actions;
+- ``py:<module>:<callable>``: ``callable(env_cfg, device)`` returning any ``agents.policy.Policy``.
+"""
+
+from __future__ import annotations
+
+import importlib
+import re
+from pathlib import Path
+
+import torch
+
+from analysis.planning import distance_maps, shortest_path_action
+from analysis.trajectories import Actor, policy_actor
+from envs.config import GridEnvConfig
+
+ORACLES = {"arrow_maze": ("end", "arrow")}
+_ORACLE = re.compile(r"^oracle:(?P<objective>\w+)(@eps=(?P<eps>[0-9.eE+-]+))?$")
+
+
+def _epsilon_random(actor: Actor, eps: float, seed: int) -> Actor:
+    gen = torch.Generator().manual_seed(seed)
+
+    def act(core, obs):
+        chosen = actor(core, obs)
+        if eps == 0.0:
+            return chosen
+        explore = torch.rand(core.num_envs, generator=gen) < eps
+        random = torch.randint(0, core.num_actions, (core.num_envs,), generator=gen)
+        return torch.where(explore.to(chosen.device), random.to(chosen.device), chosen)
+
+    return act
+
+
+def seeker(objective: str) -> Actor:
+    """The exact planner of an arrow-maze objective: a shortest path to the end or to the arrow, then stay."""
+
+    plans: dict[int, torch.Tensor] = {}  # per core: distance maps of its whole level bank, planned once
+
+    def act(core, _obs):
+        if id(core) not in plans:  # evaluation banks hold just the evaluated levels (analysis.trajectories)
+            plans[id(core)] = distance_maps(core, core.levels.end if objective == "end" else core.levels.arrow)
+        return shortest_path_action(core, plans[id(core)][core.level])
+
+    return act
+
+
+def load_actor(spec: str, env_cfg: GridEnvConfig, device: torch.device | str = "cpu", seed: int = 0) -> Actor:
+    """The ``Actor`` a policy spec names; a bad spec raises ``ValueError`` (or ``FileNotFoundError``) naming it."""
+    if spec == "random":
+        return _epsilon_random(lambda core, _obs: torch.zeros(core.num_envs, dtype=torch.long), 1.0, seed)
+    if spec.startswith("oracle:"):
+        match = _ORACLE.match(spec)
+        known = ORACLES.get(env_cfg.name, ())
+        if match is None or match["objective"] not in known:
+            raise ValueError(f"policy={spec!r}: expected oracle:<objective>[@eps=<p>] with objective in {list(known)}")
+        eps = float(match["eps"] or 0.0)
+        if not 0.0 <= eps <= 1.0:
+            raise ValueError(f"policy={spec!r}: eps={eps} must be in [0, 1]")
+        return _epsilon_random(seeker(match["objective"]), eps, seed)
+    if spec.startswith("sb3:"):
+        from agents.sb3 import load_sb3_policy
+
+        return policy_actor(load_sb3_policy(spec[4:], env_name=env_cfg.name, device=device, seed=seed))
+    if spec.startswith("py:"):
+        try:
+            _, module, name = spec.split(":")
+            factory = getattr(importlib.import_module(module), name)
+        except (ValueError, ImportError, AttributeError) as err:
+            raise ValueError(f"policy={spec!r}: expected py:<module>:<callable> that can be imported ({err})") from err
+        return policy_actor(factory(env_cfg, device))
+    if not Path(spec).exists():
+        raise FileNotFoundError(
+            f"policy={spec!r} is neither a run dir or checkpoint nor one of sb3:, oracle:, random, py:"
+        )
+    from agents.policy import load_network_policy
+
+    return policy_actor(load_network_policy(spec, env_name=env_cfg.name, device=device, seed=seed))
