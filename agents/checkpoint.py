@@ -26,14 +26,19 @@ def save_checkpoint(run_dir: Path, state: dict[str, Any]) -> Path:
     return path
 
 
-def find_checkpoint(where: str | Path) -> Path:
-    """The checkpoint file named by ``where``: the file itself, or ``checkpoint.pt`` in a run dir."""
+def find_run_file(where: str | Path, filename: str, what: str) -> Path:
+    """The file named by ``where``: the file itself, or ``filename`` in a run dir; ``what`` names it in the error."""
     path = Path(where)
     if path.is_dir():
-        path = path / FILENAME
+        path = path / filename
     if not path.is_file():
-        raise FileNotFoundError(f"resume={where}: no checkpoint at {path}")
+        raise FileNotFoundError(f"{where}: no {what} at {path}")
     return path
+
+
+def find_checkpoint(where: str | Path) -> Path:
+    """The checkpoint file named by ``where``: the file itself, or ``checkpoint.pt`` in a run dir."""
+    return find_run_file(where, FILENAME, "checkpoint")
 
 
 def load_checkpoint(where: str | Path, env_name: str | None = None) -> dict[str, Any]:

@@ -52,6 +52,7 @@ from stable_baselines3.common.vec_env import VecEnv
 from stable_baselines3.common.vec_env.base_vec_env import VecEnvIndices
 from torch.distributions import Categorical
 
+from agents.checkpoint import find_run_file
 from agents.networks import NetworkConfig, Torso
 from agents.ppo import PPOConfig, check_egocentric
 from envs import make_core
@@ -375,12 +376,7 @@ def save_sb3_model(model: PPO, run_dir: Path, meta: dict[str, Any]) -> Path:
 # -------------------------------------------------------------------- policy
 def find_sb3_model(where: str | Path) -> Path:
     """The model zip named by ``where``: the file itself, or ``model.zip`` in a run dir."""
-    path = Path(where)
-    if path.is_dir():
-        path = path / MODEL_FILENAME
-    if not path.is_file():
-        raise FileNotFoundError(f"{where}: no SB3 model at {path}")
-    return path
+    return find_run_file(where, MODEL_FILENAME, "SB3 model")
 
 
 def read_sb3_meta(where: str | Path) -> dict[str, Any] | None:

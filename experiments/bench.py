@@ -193,12 +193,12 @@ def _train_sb3_dummy(
     import envs  # noqa: F401  (registers the ids)
     from agents.sb3 import sb3_ppo_kwargs
 
-    def make(i: int) -> Callable[[], gym.Env]:
-        return lambda: gym.make(gym_id(env_cfg.name), distribution="train", config=single)
+    def make() -> gym.Env:
+        return gym.make(gym_id(env_cfg.name), distribution="train", config=single)
 
     single = dataclasses.replace(env_cfg, device="cpu")  # single envs live on the host, as SB3 usually runs them
 
-    venv = DummyVecEnv([make(i) for i in range(agent_cfg.num_envs)])
+    venv = DummyVecEnv([make] * agent_cfg.num_envs)
     model = SB3PPO(env=venv, seed=0, device=str(resolve_device(env_cfg.device)), **sb3_ppo_kwargs(agent_cfg))
 
     class Marks(BaseCallback):

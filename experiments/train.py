@@ -147,11 +147,12 @@ class Run:
     """What a training run reports to, whichever backend trains: ``metrics.jsonl``, the run logger,
     the progress display, and evaluations on every distribution (with videos when configured)."""
 
-    def __init__(self, cfg: DictConfig, env_cfg: GridEnvConfig, run_dir: Path, logger: RunLogger, env_steps: int):
-        self.cfg, self.env_cfg, self.run_dir, self.logger = cfg, env_cfg, run_dir, logger
+    def __init__(
+        self, cfg: DictConfig, env_cfg: GridEnvConfig, run_dir: Path, logger: RunLogger, video: bool, env_steps: int
+    ):
+        self.cfg, self.env_cfg, self.run_dir, self.logger, self.video = cfg, env_cfg, run_dir, logger, video
         self.metrics = run_dir / "metrics.jsonl"
         self.progress = Progress(cfg.progress, cfg.total_env_steps, env_steps)
-        self.video = load_logger_config(cfg.logger).video_every_eval
 
     def report(self, record: dict[str, Any], env_steps: int) -> None:
         _write(self.metrics, record)
@@ -217,7 +218,7 @@ def main(cfg: DictConfig) -> None:
         logger_cfg, run_cfg, run_dir, run_id=previous.get("wandb_run_id"), group=previous.get("wandb_group")
     )
     exit_code = 1
-    run = Run(cfg, env_cfg, run_dir, logger, previous.get("env_steps", 0))
+    run = Run(cfg, env_cfg, run_dir, logger, logger_cfg.video_every_eval, previous.get("env_steps", 0))
     try:
         if backend == "sb3":
             _train_sb3(cfg, env_cfg, agent_cfg, run)

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -20,6 +23,15 @@ settings.register_profile(
     "misgen", deadline=None, max_examples=25, suppress_health_check=[HealthCheck.too_slow], derandomize=True
 )
 settings.load_profile("misgen")
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def run_module(module: str, run_dir: Path, *overrides: str, **kwargs: Any) -> subprocess.CompletedProcess:
+    """``python -m <module> hydra.run.dir=<run_dir> <overrides>`` from the repo root, output captured."""
+    cmd = [sys.executable, "-m", module, f"hydra.run.dir={run_dir}", *overrides]
+    return subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600, check=False, **kwargs)
+
 
 SMALL_LEVEL_SETS = {
     "num_levels": 256,

@@ -4,15 +4,13 @@ from __future__ import annotations
 
 import json
 import subprocess
-import sys
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
+from tests.conftest import run_module
 
 
 def _run(module: str, tmp_path: Path, *overrides: str) -> subprocess.CompletedProcess:
-    cmd = [sys.executable, "-m", module, f"hydra.run.dir={tmp_path}", *overrides]
-    return subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600, check=False)
+    return run_module(module, tmp_path, *overrides)
 
 
 def test_bench_measures_both_sides_and_writes_json(tmp_path):

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import json
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
+from tests.conftest import run_module
+
 SMALL = [
     "env.device=cpu",
     "eval.episodes=16",
@@ -19,8 +19,7 @@ SMALL = [
 
 
 def _evaluate(tmp_path: Path, *overrides: str) -> subprocess.CompletedProcess:
-    cmd = [sys.executable, "-m", "experiments.evaluate", f"hydra.run.dir={tmp_path}", *SMALL, *overrides]
-    return subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600, check=False)
+    return run_module("experiments.evaluate", tmp_path, *SMALL, *overrides)
 
 
 def test_the_gate_passes_a_policy_that_keeps_its_expectations_and_fails_one_that_does_not(tmp_path):

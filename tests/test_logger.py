@@ -19,7 +19,8 @@ import pytest
 
 from agents.checkpoint import load_checkpoint
 from experiments.logger import LoggerConfig, NullLogger, make_logger, resolve_mode, run_identity
-from tests.test_train import ROOT, SMALL_MAZES, TINY
+from tests.conftest import ROOT
+from tests.test_train import SMALL_MAZES, TINY
 
 DISTRIBUTIONS = ("train", "shift_arrow", "shift_size", "shift_both")
 TRAINING_KEYS = {"policy_loss", "value_loss", "entropy", "clip_frac", "success_rate", "episode_length", "steps_per_s"}

@@ -16,9 +16,8 @@ from agents.networks import NetworkConfig
 from agents.policy import Policy, load_network_policy
 from agents.ppo import PPO, PPOConfig
 from envs.arrow_maze import ArrowMazeCore
-from tests.conftest import small_config
+from tests.conftest import ROOT, run_module, small_config
 
-ROOT = Path(__file__).resolve().parents[1]
 TINY = [
     "env.num_levels=64",
     "env.device=cpu",
@@ -42,8 +41,7 @@ SMALL_MAZES = [
 
 
 def _train(run_dir: Path, *overrides: str) -> subprocess.CompletedProcess:
-    cmd = [sys.executable, "-m", "experiments.train", f"hydra.run.dir={run_dir}", *TINY, *overrides]
-    return subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600, check=False)
+    return run_module("experiments.train", run_dir, *TINY, *overrides)
 
 
 def _lines(run_dir: Path) -> list[dict]:
