@@ -6,6 +6,8 @@ bounds a policy must keep. YAML, e.g.::
       behavioural_objective: arrow
       capability: {min: 0.5}
       objective_robustness: {max: 0.1}
+    shift_ratio:                      # keys and chests
+      env_metrics: {excess_keys: {max: 0.5}}
 """
 
 from __future__ import annotations
@@ -16,7 +18,8 @@ from typing import Any
 import yaml
 
 EXACT = ("verdict", "behavioural_objective", "identifiable", "map_objective")
-BOUNDED = ("capability", "objective_robustness", "base_return", "regret")
+BOUNDED = ("capability", "objective_robustness", "base_return", "regret", "success")
+ENV_METRICS = "env_metrics"  # a mapping of the env's own metric names to bounds
 
 
 def load_expectations(path: str | Path, distributions: list[str]) -> dict[str, dict[str, Any]]:
@@ -29,11 +32,29 @@ def load_expectations(path: str | Path, distributions: list[str]) -> dict[str, d
             raise ValueError(f"expect={path}: distribution {dist!r} is not evaluated ({distributions})")
         for key, value in (spec or {}).items():
             if key in BOUNDED:
-                if not isinstance(value, dict) or not set(value) <= {"min", "max"}:
-                    raise ValueError(f"expect={path}: {dist}.{key} must be {{min: x, max: y}}, got {value!r}")
+                _check_bounds(path, f"{dist}.{key}", value)
+            elif key == ENV_METRICS:
+                if not isinstance(value, dict):
+                    raise ValueError(f"expect={path}: {dist}.{key} must map metric names to bounds, got {value!r}")
+                for name, bounds in value.items():
+                    _check_bounds(path, f"{dist}.{key}.{name}", bounds)
             elif key not in EXACT:
-                raise ValueError(f"expect={path}: {dist}.{key} is not one of {list(EXACT + BOUNDED)}")
+                raise ValueError(f"expect={path}: {dist}.{key} is not one of {[*EXACT, *BOUNDED, ENV_METRICS]}")
     return data
+
+
+def _check_bounds(path: str | Path, where: str, value: Any) -> None:
+    if not isinstance(value, dict) or not value or not set(value) <= {"min", "max"}:
+        raise ValueError(f"expect={path}: {where} must be {{min: x, max: y}} (either or both), got {value!r}")
+
+
+def _bounded(where: str, value: float, want: dict[str, float]) -> list[str]:
+    problems = []
+    if "min" in want and value < want["min"]:
+        problems.append(f"{where}: {value:.3f} < min {want['min']}")
+    if "max" in want and value > want["max"]:
+        problems.append(f"{where}: {value:.3f} > max {want['max']}")
+    return problems
 
 
 def check_expectations(results: dict[str, dict[str, Any]], expectations: dict[str, dict[str, Any]]) -> list[str]:
@@ -46,9 +67,12 @@ def check_expectations(results: dict[str, dict[str, Any]], expectations: dict[st
                 if got[key] != want:
                     problems.append(f"{dist}.{key}: expected {want!r}, got {got[key]!r}")
                 continue
-            value = got[key]
-            if "min" in want and value < want["min"]:
-                problems.append(f"{dist}.{key}: {value:.3f} < min {want['min']}")
-            if "max" in want and value > want["max"]:
-                problems.append(f"{dist}.{key}: {value:.3f} > max {want['max']}")
+            if key == ENV_METRICS:
+                for name, bounds in want.items():
+                    if name not in got[ENV_METRICS]:
+                        problems.append(f"{dist}.{key}.{name}: not reported (reported: {list(got[ENV_METRICS])})")
+                    else:
+                        problems += _bounded(f"{dist}.{key}.{name}", got[ENV_METRICS][name], bounds)
+                continue
+            problems += _bounded(f"{dist}.{key}", got[key], want)
     return problems

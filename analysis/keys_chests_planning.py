@@ -48,7 +48,7 @@ from __future__ import annotations
 import torch
 
 from envs.grid import bfs_distances
-from envs.keys_chests import NOT_YET, KeysChestsCore
+from envs.keys_chests import KeysChestsCore
 from envs.keys_chests_levels import NO_OBJECT, object_mask
 
 OBJECTIVES = ("open_chests", "collect_keys")
@@ -58,6 +58,89 @@ MAX_OBJECTS = 12
 _INF = 2**40
 # Upper bound on int64 entries of the per-chunk (levels, sigma, objects, objects) distance tables.
 _CHUNK_ENTRIES = 2**23
+
+
+class KeysChestsPlanner:
+    """Optimal values of one objective on a set of levels of ``core``'s bank, planned once and then
+    queried for any number of states: an oracle's every step, the estimator's every visited state.
+
+    ``level_ids``: the levels to plan (default: the whole bank, fine for evaluation banks of a few
+    hundred levels; the tables are about ``2^n * n^2`` int64 per level, ``n`` the object slots).
+    """
+
+    def __init__(
+        self,
+        core: KeysChestsCore,
+        objective: str = "open_chests",
+        gamma: float = 0.99,
+        level_ids: torch.Tensor | None = None,
+    ) -> None:
+        _check_args(core, objective, gamma)
+        self.core, self.objective, self.gamma = core, objective, gamma
+        dev = core.device
+        bank = len(core.levels)
+        levels = torch.arange(bank, device=dev) if level_ids is None else torch.unique(level_ids.to(dev, torch.long))
+        n = core.levels.keys.shape[1] + core.levels.chests.shape[1]
+        per_plan = max(1, _CHUNK_ENTRIES // ((1 << n) * n * n))
+        self._plans = [
+            _EventPlan(core, levels[i : i + per_plan], objective, gamma) for i in range(0, levels.shape[0], per_plan)
+        ]
+        # Level id -> (plan, row in it); -1: not planned.
+        self._plan_of = torch.full((bank,), -1, dtype=torch.long, device=dev)
+        self._row_of = torch.full((bank,), -1, dtype=torch.long, device=dev)
+        order = torch.arange(levels.shape[0], device=dev)
+        self._plan_of[levels] = order // per_plan
+        self._row_of[levels] = order % per_plan
+
+    def q_values(
+        self,
+        level: torch.Tensor,
+        pos: torch.Tensor,
+        key_left: torch.Tensor,
+        chest_left: torch.Tensor,
+        inventory: torch.Tensor,
+        dtype: torch.dtype = torch.float32,
+    ) -> torch.Tensor:
+        """``(B, 4)`` optimal ``Q(s, a)`` of ``B`` states (as the core stores them: see
+        :meth:`KeysChestsCore.set_state`). A state with no chest left is terminal: its row is 0."""
+        core = self.core
+        b, dev = level.shape[0], core.device
+        if b == 0:
+            return torch.zeros((0, core.num_actions), dtype=dtype, device=dev)
+        level, pos, inventory = (x.to(dev, torch.long) for x in (level, pos, inventory))
+        key_left, chest_left = key_left.to(dev, torch.bool), chest_left.to(dev, torch.bool)
+        _check_states(core, level, key_left, chest_left, inventory)
+        if bool((self._plan_of.index_select(0, level) < 0).any()):
+            raise ValueError("a queried level is not among the planner's level_ids")
+
+        # One real step per (state, action): the env's rules give reward, termination and next state.
+        a = core.num_actions
+        state = (level, pos, key_left, chest_left, inventory)
+        nxt, terminated = _step_all_actions(core, *(x.repeat_interleave(a, dim=0) for x in state))
+        if self.objective == "open_chests":
+            reward = chest_left.sum(1).repeat_interleave(a) - nxt["chest_left"].sum(1)
+        else:
+            reward = key_left.sum(1).repeat_interleave(a) - nxt["key_left"].sum(1)
+        after = self._event_values(nxt["level"], nxt["pos"], nxt["key_left"], nxt["chest_left"])
+        q = (reward.double() + self.gamma * torch.where(terminated, 0.0, after)).view(b, a)
+        return torch.where(chest_left.any(dim=1)[:, None], q, 0.0).to(dtype)
+
+    def state_values(self, *state: torch.Tensor, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+        """``(B,)`` optimal ``V(s) = max_a Q(s, a)`` (arguments as :meth:`q_values`)."""
+        return self.q_values(*state, dtype=torch.float64).amax(dim=1).to(dtype)
+
+    def _event_values(
+        self, level: torch.Tensor, pos: torch.Tensor, key_left: torch.Tensor, chest_left: torch.Tensor
+    ) -> torch.Tensor:
+        """``(Q,)`` float64 optimal values of states with no event pending under the agent."""
+        sigma = _sigma_index(torch.cat([key_left, chest_left], dim=1))
+        plan_of, row_of = self._plan_of.index_select(0, level), self._row_of.index_select(0, level)
+        out = torch.zeros(level.shape[0], dtype=torch.float64, device=level.device)
+        for i, plan in enumerate(self._plans):
+            rows = torch.nonzero(plan_of == i)[:, 0]
+            if rows.numel():
+                out[rows] = plan.values(row_of[rows], sigma[rows], pos[rows])
+        return out
 
 
 def q_values(
@@ -71,35 +154,18 @@ def q_values(
     gamma: float = 0.99,
     dtype: torch.dtype = torch.float32,
 ) -> torch.Tensor:
-    """``(B, 4)`` optimal ``Q_objective(s, a)`` of ``B`` states of ``core``'s level bank.
+    """``(B, 4)`` optimal ``Q_objective(s, a)`` of ``B`` states of ``core``'s level bank, planning just
+    their levels (many queries on the same levels: plan once with :class:`KeysChestsPlanner`).
 
     States are given as the core stores them: ``level_ids``, ``pos`` (padded flat), ``inventory``
     ``(B,)``; ``key_left`` ``(B, max_keys)``, ``chest_left`` ``(B, max_chests)`` bool. A state with
     no chest left is terminal: its row is 0. On ``core.device``; computed in float64.
     """
     _check_args(core, objective, gamma)
-    b = level_ids.shape[0]
-    dev = core.device
-    if b == 0:
-        return torch.zeros((0, core.num_actions), dtype=dtype, device=dev)
-    level_ids, pos, inventory = (x.to(dev, torch.long) for x in (level_ids, pos, inventory))
-    key_left, chest_left = key_left.to(dev, torch.bool), chest_left.to(dev, torch.bool)
-    _check_states(core, level_ids, key_left, chest_left, inventory)
-
-    # One real step per (state, action): the env's rules give reward, termination and next state.
-    a = core.num_actions
-    rep = (level_ids, pos, key_left, chest_left, inventory)
-    step = _step_all_actions(core, *(x.repeat_interleave(a, dim=0) for x in rep))
-    n_level, n_pos, n_keys, n_chests, _, terminated = step
-    if objective == "open_chests":
-        reward = chest_left.sum(1).repeat_interleave(a) - n_chests.sum(1)
-    else:
-        reward = key_left.sum(1).repeat_interleave(a) - n_keys.sum(1)
-    after = _event_values(core, n_level, n_pos, n_keys, n_chests, objective, gamma)
-    q = reward.double() + gamma * torch.where(terminated, 0.0, after)
-    q = q.view(b, a)
-    live = chest_left.any(dim=1)
-    return torch.where(live[:, None], q, 0.0).to(dtype)
+    if level_ids.shape[0] == 0:
+        return torch.zeros((0, core.num_actions), dtype=dtype, device=core.device)
+    planner = KeysChestsPlanner(core, objective, gamma, level_ids=level_ids)
+    return planner.q_values(level_ids, pos, key_left, chest_left, inventory, dtype)
 
 
 def state_values(
@@ -122,7 +188,7 @@ def core_q_values(
     core: KeysChestsCore, objective: str = "open_chests", gamma: float = 0.99, dtype: torch.dtype = torch.float32
 ) -> torch.Tensor:
     """``(num_envs, 4)`` :func:`q_values` of the states ``core`` is in now."""
-    return q_values(core, core.level, core.pos, core.key_left, core.chest_left, core.inventory, objective, gamma, dtype)
+    return q_values(core, *core.state().values(), objective=objective, gamma=gamma, dtype=dtype)
 
 
 # ---------------------------------------------------------------- checks
@@ -170,51 +236,18 @@ def _step_all_actions(
     key_left: torch.Tensor,
     chest_left: torch.Tensor,
     inventory: torch.Tensor,
-) -> tuple[torch.Tensor, ...]:
-    """Step a scratch copy of ``core`` (same config and level bank) loaded with ``A`` copies of each
-    state, taking action ``i % 4`` in row ``i``. Returns the next state before any reset (level,
-    pos, key_left, chest_left, inventory) and ``terminated``."""
+) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
+    """Step a scratch core (same config and distribution, so the same level bank) loaded with the
+    states, taking action ``i % 4`` in row ``i``. Returns the next states before any reset and
+    ``terminated``."""
     n = level.shape[0]
     scratch = KeysChestsCore(core.cfg, core.distribution, num_envs=n, device=core.device)
-    scratch.levels = core.levels
-    scratch._records = scratch._pack_records(core.levels)
-    scratch._blocked_flat = core.levels.blocked.reshape(-1)
-    zeros = torch.zeros(n, dtype=torch.long, device=core.device)
-    scratch.level = level
-    scratch.rec = scratch._records.index_select(0, level)
-    scratch.pos, scratch.key_left, scratch.chest_left, scratch.inventory = pos, key_left, chest_left, inventory
-    scratch.t, scratch.keys_picked, scratch.chests_opened = zeros, zeros.clone(), zeros.clone()
-    scratch.first_key, scratch.first_chest = torch.full_like(zeros, NOT_YET), torch.full_like(zeros, NOT_YET)
-    scratch.hidden_seen = torch.zeros((n, core.levels.hidden.shape[1]), dtype=torch.bool, device=core.device)
-    action = torch.arange(core.num_actions, device=core.device).repeat(n // core.num_actions)
-    result = scratch.step(action)
-    return (*scratch._final, result.terminated)
+    scratch.set_state(level, pos, key_left, chest_left, inventory)
+    result = scratch.step(torch.arange(core.num_actions, device=core.device).repeat(n // core.num_actions))
+    return scratch.final_state(), result.terminated
 
 
 # ------------------------------------------------------------ event planning
-def _event_values(
-    core: KeysChestsCore,
-    level: torch.Tensor,
-    pos: torch.Tensor,
-    key_left: torch.Tensor,
-    chest_left: torch.Tensor,
-    objective: str,
-    gamma: float,
-) -> torch.Tensor:
-    """``(Q,)`` float64 optimal values of states with no event pending under the agent."""
-    uniq, inverse = torch.unique(level, return_inverse=True)
-    n = key_left.shape[1] + chest_left.shape[1]
-    per_level = max(1, _CHUNK_ENTRIES // ((1 << n) * n * n))
-    sigma = _sigma_index(torch.cat([key_left, chest_left], dim=1))
-    out = torch.zeros(level.shape[0], dtype=torch.float64, device=level.device)
-    for first in range(0, uniq.shape[0], per_level):
-        chunk = uniq[first : first + per_level]
-        rows = torch.nonzero((inverse >= first) & (inverse < first + chunk.shape[0]))[:, 0]
-        plan = _EventPlan(core, chunk, objective, gamma)
-        out[rows] = plan.values(inverse[rows] - first, sigma[rows], pos[rows])
-    return out
-
-
 def _sigma_index(present: torch.Tensor) -> torch.Tensor:
     """``(Q, n)`` bool objects left (keys then chests) to the abstract-state index (bit ``i``: object ``i``)."""
     weights = 1 << torch.arange(present.shape[1], device=present.device)

@@ -16,11 +16,10 @@ from pathlib import Path
 
 import torch
 
-from analysis.planning import distance_maps, shortest_path_action
+from analysis.objectives import objectives_of
 from analysis.trajectories import Actor, policy_actor
 from envs.config import GridEnvConfig
 
-ORACLES = {"arrow_maze": ("end", "arrow")}
 _ORACLE = re.compile(r"^oracle:(?P<objective>\w+)(@eps=(?P<eps>[0-9.eE+-]+))?$")
 
 
@@ -38,32 +37,20 @@ def _epsilon_random(actor: Actor, eps: float, seed: int) -> Actor:
     return act
 
 
-def seeker(objective: str) -> Actor:
-    """The exact planner of an arrow-maze objective: a shortest path to the end or to the arrow, then stay."""
-
-    plans: dict[int, torch.Tensor] = {}  # per core: distance maps of its whole level bank, planned once
-
-    def act(core, _obs):
-        if id(core) not in plans:  # evaluation banks hold just the evaluated levels (analysis.trajectories)
-            plans[id(core)] = distance_maps(core, core.levels.end if objective == "end" else core.levels.arrow)
-        return shortest_path_action(core, plans[id(core)][core.level])
-
-    return act
-
-
 def load_actor(spec: str, env_cfg: GridEnvConfig, device: torch.device | str = "cpu", seed: int = 0) -> Actor:
     """The ``Actor`` a policy spec names; a bad spec raises ``ValueError`` (or ``FileNotFoundError``) naming it."""
     if spec == "random":
         return _epsilon_random(lambda core, _obs: torch.zeros(core.num_envs, dtype=torch.long), 1.0, seed)
     if spec.startswith("oracle:"):
         match = _ORACLE.match(spec)
-        known = ORACLES.get(env_cfg.name, ())
+        objectives = objectives_of(env_cfg)
+        known = objectives.names
         if match is None or match["objective"] not in known:
             raise ValueError(f"policy={spec!r}: expected oracle:<objective>[@eps=<p>] with objective in {list(known)}")
         eps = float(match["eps"] or 0.0)
         if not 0.0 <= eps <= 1.0:
             raise ValueError(f"policy={spec!r}: eps={eps} must be in [0, 1]")
-        return _epsilon_random(seeker(match["objective"]), eps, seed)
+        return _epsilon_random(objectives.oracle(match["objective"]), eps, seed)
     if spec.startswith("sb3:"):
         from agents.sb3 import load_sb3_policy
 

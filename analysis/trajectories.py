@@ -1,5 +1,6 @@
 """Trajectories of a policy on known levels: the states it visited, the actions it took, and per episode
-which candidate goals it reached and when (so every aggregate traces back to episodes)."""
+how it ended (which candidate goals it reached and when), so every aggregate traces back to episodes.
+One collector for every env: a state is whatever the core's ``STATE`` names."""
 
 from __future__ import annotations
 
@@ -11,11 +12,10 @@ import torch
 
 from agents.policy import Policy
 from envs import make_core
-from envs.arrow_maze import ArrowMazeCore
-from envs.config import ArrowMazeConfig
+from envs.config import GridEnvConfig
 
-Actor = Callable[[ArrowMazeCore, torch.Tensor], torch.Tensor]
-"""Chooses actions from the core (privileged: scripted planners) and its observations."""
+Actor = Callable[[object, torch.Tensor], torch.Tensor]
+"""Chooses actions from the core (privileged: scripted planners may read its state) and its observations."""
 
 
 def policy_actor(policy: Policy) -> Actor:
@@ -24,33 +24,51 @@ def policy_actor(policy: Policy) -> Actor:
 
 
 @dataclass
-class ArrowMazeTrajectories:
-    """One episode on each of levels ``0..E-1`` of a distribution, flattened over steps."""
+class Trajectories:
+    """One episode on each of levels ``0..E-1`` of a distribution, flattened over its ``N`` steps."""
 
-    core: ArrowMazeCore
-    """The core the episodes ran on (its level bank plans the candidates' values)."""
-    level: torch.Tensor
-    """``(N,)`` level of each recorded step."""
-    pos: torch.Tensor
-    """``(N,)`` agent position before the step."""
+    core: object
+    """The core the episodes ran on (its level bank plans the candidates' values); a ``GridCore``."""
+    states: dict[str, torch.Tensor]
+    """Per component of the core's ``STATE``: ``(N, ...)`` the state before each step."""
+    next_states: dict[str, torch.Tensor]
+    """The same after each step (before any reset)."""
     action: torch.Tensor
     """``(N,)`` action taken."""
+    reward: torch.Tensor
+    """``(N,)`` the env's reward."""
     episode: torch.Tensor
     """``(N,)`` episode index of each step."""
-    success: torch.Tensor
-    """``(E,)`` bool: the base objective was reached."""
-    length: torch.Tensor
-    """``(E,)`` steps taken."""
-    first_end_step: torch.Tensor
-    """``(E,)`` step at which the end was first reached (-1: never)."""
-    first_arrow_step: torch.Tensor
-    """``(E,)`` step at which the arrow was first reached (-1: never)."""
+    t: torch.Tensor
+    """``(N,)`` step index within the episode (0 at the start)."""
+    outcome: dict[str, torch.Tensor]
+    """``(E,)`` per episode: the env's ``info`` at its end (``success``, ``episode_length``, and the env's
+    own records, e.g. ``first_arrow_step`` or ``excess_keys``)."""
+
+    @property
+    def episodes(self) -> int:
+        return int(self.outcome["success"].shape[0])
+
+    @property
+    def success(self) -> torch.Tensor:
+        """``(E,)`` bool: the base objective was achieved."""
+        return self.outcome["success"]
+
+    @property
+    def length(self) -> torch.Tensor:
+        """``(E,)`` steps taken."""
+        return self.outcome["episode_length"]
+
+    def episode_return(self) -> torch.Tensor:
+        """``(E,)`` float64 undiscounted env return of each episode."""
+        out = torch.zeros(self.episodes, dtype=torch.float64, device=self.reward.device)
+        return out.index_add_(0, self.episode, self.reward.double())
 
 
 @torch.no_grad()
-def collect_arrow_maze(
-    actor: Actor, cfg: ArrowMazeConfig, distribution: str, episodes: int, seed: int = 0, device: str | None = None
-) -> ArrowMazeTrajectories:
+def collect_episodes(
+    actor: Actor, cfg: GridEnvConfig, distribution: str, episodes: int, seed: int = 0, device: str | None = None
+) -> Trajectories:
     """Run one episode of ``actor`` on each of levels ``0..episodes-1`` of ``distribution``.
 
     Level sets are nested (level i depends only on the seed and i), so only the first ``episodes``
@@ -65,20 +83,38 @@ def collect_arrow_maze(
     ids = torch.arange(episodes, device=core.device)
     obs = core.reset(seed=seed, level_ids=ids)
     live = torch.ones(episodes, dtype=torch.bool, device=core.device)
-    steps: list[tuple[torch.Tensor, ...]] = []
-    done_info = {k: torch.full((episodes,), -1, device=core.device) for k in ("first_end_step", "first_arrow_step")}
-    success = torch.zeros(episodes, dtype=torch.bool, device=core.device)
-    length = torch.zeros(episodes, dtype=torch.long, device=core.device)
+    steps: list[dict[str, torch.Tensor]] = []
+    outcome: dict[str, torch.Tensor] = {}
+    t = 0
     while bool(live.any()):
         action = actor(core, obs)
-        steps.append((core.level[live], core.pos[live], action[live], ids[live]))
+        before = {k: v[live].clone() for k, v in core.state().items()}
         r = core.step(action)
+        after = {k: v[live].clone() for k, v in core.final_state().items()}
+        steps.append(
+            {
+                **{f"s.{k}": v for k, v in before.items()},
+                **{f"n.{k}": v for k, v in after.items()},
+                "action": action[live],
+                "reward": r.reward[live],
+                "episode": ids[live],
+                "t": torch.full((int(live.sum()),), t, device=core.device),
+            }
+        )
         ended = r.done & live
-        for k in done_info:
-            done_info[k] = torch.where(ended, r.info[k], done_info[k])
-        success |= r.info["success"] & ended
-        length = torch.where(ended, r.info["episode_length"], length)
+        for k, v in r.info.items():
+            outcome[k] = torch.where(ended, v, outcome.get(k, torch.zeros_like(v)))
         live &= ~r.done
         obs = r.obs
-    level, pos, action, episode = (torch.cat(parts) for parts in zip(*steps, strict=True))
-    return ArrowMazeTrajectories(core, level, pos, action, episode, success, length, **done_info)
+        t += 1
+    flat = {k: torch.cat([s[k] for s in steps]) for k in steps[0]}
+    return Trajectories(
+        core=core,
+        states={k[2:]: v for k, v in flat.items() if k.startswith("s.")},
+        next_states={k[2:]: v for k, v in flat.items() if k.startswith("n.")},
+        action=flat["action"],
+        reward=flat["reward"],
+        episode=flat["episode"],
+        t=flat["t"],
+        outcome=outcome,
+    )

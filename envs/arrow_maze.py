@@ -116,6 +116,18 @@ class ArrowMazeCore(GridCore):
         self._final_level, self._final_pos = self.level, self.pos
         return self.observe(self.level, self.pos)
 
+    # ----------------------------------------------------------------- state
+    STATE = ("level", "pos")
+    """What makes a state (the rest is episode bookkeeping): level and agent position (padded flat)."""
+
+    def state(self) -> dict[str, torch.Tensor]:
+        """The states the envs are in now (:attr:`STATE`; views, not copies)."""
+        return {"level": self.level, "pos": self.pos}
+
+    def final_state(self) -> dict[str, torch.Tensor]:
+        """The states the latest step led to, before any reset (:attr:`STATE`)."""
+        return {"level": self._final_level, "pos": self._final_pos}
+
     # ------------------------------------------------------------------ step
     def step(self, action: torch.Tensor) -> StepResult:
         """Apply one action per env (int64 in ``[0, 4)``, unchecked: no host sync in the hot path);

@@ -123,15 +123,51 @@ class KeysChestsCore(GridCore):
     def reset(self, seed: int | None = None, level_ids: torch.Tensor | None = None) -> torch.Tensor:
         """Start a new episode in every env: levels drawn uniformly, or the given ``level_ids``."""
         level = self._start_levels(seed, level_ids)
+        rec = self._records.index_select(0, level)
+        no_keys = torch.zeros(self.num_envs, dtype=torch.long, device=self.device)
+        return self.set_state(
+            level, rec[:, self._START], rec[:, self._keys] != NO_OBJECT, rec[:, self._chests] != NO_OBJECT, no_keys
+        )
+
+    # ----------------------------------------------------------------- state
+    STATE = ("level", "pos", "key_left", "chest_left", "inventory")
+    """What makes a state (the rest is episode bookkeeping): level, agent position (padded flat), keys
+    and chests left ``(B, slots)`` bool, keys held."""
+
+    def state(self) -> dict[str, torch.Tensor]:
+        """The states the envs are in now (:attr:`STATE`; views, not copies)."""
+        now = (self.level, self.pos, self.key_left, self.chest_left, self.inventory)
+        return dict(zip(self.STATE, now, strict=True))
+
+    def final_state(self) -> dict[str, torch.Tensor]:
+        """The states the latest step led to, before any reset (:attr:`STATE`)."""
+        return dict(zip(self.STATE, self._final, strict=True))
+
+    def set_state(
+        self,
+        level: torch.Tensor,
+        pos: torch.Tensor,
+        key_left: torch.Tensor,
+        chest_left: torch.Tensor,
+        inventory: torch.Tensor,
+    ) -> torch.Tensor:
+        """Put the ``num_envs`` envs in the given states with a fresh episode clock and counters, for
+        planning and probes that step from chosen states; returns their observation. The inventory
+        must be what the core would hold: keys taken minus chests opened (unchecked)."""
         b, dev = self.num_envs, self.device
+        level = level.to(dev, torch.long)
+        if level.shape != (b,):
+            raise ValueError(f"set_state: {tuple(level.shape)} levels for {b} envs")
+        if bool(((level < 0) | (level >= len(self.levels))).any()):
+            raise ValueError(f"set_state: level ids must lie in [0, {len(self.levels)})")
         self.level = level
         self.rec = self._records.index_select(0, level)
-        self.pos = self.rec[:, self._START]
+        self.pos = pos.to(dev, torch.long)
+        self.key_left, self.chest_left = key_left.to(dev, torch.bool), chest_left.to(dev, torch.bool)
+        self.inventory = inventory.to(dev, torch.long)
         zeros = torch.zeros(b, dtype=torch.long, device=dev)
-        self.t, self.inventory, self.keys_picked, self.chests_opened = (zeros.clone() for _ in range(4))
+        self.t, self.keys_picked, self.chests_opened = zeros, zeros.clone(), zeros.clone()
         self.first_key, self.first_chest = torch.full_like(zeros, NOT_YET), torch.full_like(zeros, NOT_YET)
-        self.key_left = self.rec[:, self._keys] != NO_OBJECT
-        self.chest_left = self.rec[:, self._chests] != NO_OBJECT
         self.hidden_seen = torch.zeros((b, self._hidden.stop - self._hidden.start), dtype=torch.bool, device=dev)
         self._final = (self.level, self.pos, self.key_left, self.chest_left, self.inventory)
         return self.observe(*self._final)

@@ -1,11 +1,17 @@
 """Evaluation CLI: the behavioural objective, metrics and verdict of a policy on every distribution.
 
-``python -m experiments.evaluate policy=<spec> [env=arrow_maze] [eval.episodes=N]
-[eval.distributions=[...]] [report=path.json] [expect=<yaml>]`` (Hydra). Writes a JSON report (per
-distribution: behavioural objective, posterior, identifiability, capability, objective robustness,
-base return, regret, verdict, bootstrap intervals, per-episode records; plus the policy spec, config
-and versions). With ``expect=``, it is a regression gate: exit status 1 and a readable diff when the
-policy violates the expectations (``analysis/expectations.py``).
+``python -m experiments.evaluate policy=<spec> [env=arrow_maze|keys_chests] [eval.episodes=N]
+[eval.distributions=[...]] [report=path.json] [expect=<yaml>] [logger=none]`` (Hydra).
+
+- ``policy``: one spec (``analysis/policy_specs.py``), or a list of them (``policy=[runs/0,runs/1]``: the
+  seeds of one setup), whose per-distribution results are combined with intervals over seeds.
+- Writes a JSON report (per distribution: behavioural objective, posterior, identifiability, capability,
+  objective robustness, base return, regret, the env's own metrics, verdict, bootstrap intervals,
+  per-episode records; plus the policy spec, config and versions) and PNG figures beside it
+  (``analysis/figures.py``): the verdict matrix, the posterior bars, trajectory overlays.
+- Mirrors them to wandb with the training runs' ``logger`` config group (``logger=none``: off).
+- With ``expect=``, it is a regression gate: exit status 1 and a readable diff when the policy
+  violates the expectations (``analysis/expectations.py``).
 """
 
 from __future__ import annotations
@@ -18,70 +24,146 @@ from typing import Any
 
 import hydra
 import torch
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, ListConfig, OmegaConf
 
+from analysis import figures
 from analysis.estimator import estimate
 from analysis.expectations import check_expectations, load_expectations
-from analysis.metrics import VerdictConfig, arrow_maze_report
-from analysis.planning import arrow_maze_q_values
+from analysis.metrics import SCALARS, VerdictConfig, aggregate_seeds, distribution_report
+from analysis.objectives import objectives_of
 from analysis.policy_specs import load_actor
-from analysis.trajectories import collect_arrow_maze
+from analysis.trajectories import Trajectories, collect_episodes
 from envs.atomic import atomic_path
 from envs.config import GridEnvConfig, load_env_config, load_structured
 from envs.devices import resolve_device
+from experiments.logger import RunLogger, load_logger_config, make_logger
 
 log = logging.getLogger(__name__)
 
 
 def evaluate_distribution(
     spec: str, env_cfg: GridEnvConfig, distribution: str, cfg: DictConfig, verdict: VerdictConfig
-) -> dict[str, Any]:
-    """The report of one distribution."""
+) -> tuple[dict[str, Any], Trajectories]:
+    """The report of one distribution, and the trajectories it rests on."""
     device = resolve_device(env_cfg.device)
     actor = load_actor(spec, env_cfg, device, seed=cfg.seed)
-    traj = collect_arrow_maze(actor, env_cfg, distribution, cfg.eval.episodes, seed=cfg.seed, device=device)
-    values = {g: arrow_maze_q_values(traj.core, traj.level, traj.pos, g) for g in ("end", "arrow")}
+    traj = collect_episodes(actor, env_cfg, distribution, cfg.eval.episodes, seed=cfg.seed, device=device)
+    objectives = objectives_of(env_cfg, gamma=cfg.eval.gamma)
+    values = objectives.q_values(traj)
     est = estimate(values, traj.action, beta_max=cfg.eval.beta_max, min_distinguishing=cfg.eval.min_distinguishing)
-    return arrow_maze_report(traj, est, env_cfg.base_objective, verdict)
+    return distribution_report(traj, est, objectives, verdict), traj
+
+
+def _specs(policy: Any) -> list[str]:
+    specs = [str(p) for p in policy] if isinstance(policy, ListConfig | list) else [str(policy)]
+    if not specs:
+        raise ValueError("policy=[]: give at least one policy spec")
+    if len(set(specs)) != len(specs):
+        raise ValueError(f"policy={specs}: a spec is repeated")
+    return specs
+
+
+def _summary_line(name: str, r: dict[str, Any]) -> str:
+    return (
+        f"{name:12s} verdict {r['verdict']:28s} behavioural {r['behavioural_objective']!s:12s} "
+        f"capability {r['capability']:.2f} robustness {r['objective_robustness']:.2f} identifiable {r['identifiable']}"
+    )
+
+
+def write_figures(
+    report: dict[str, Any], trajs: dict[str, Trajectories], out: Path, cfg: DictConfig
+) -> dict[str, Path]:
+    """The report's figures in ``out``: verdict matrix, posterior bars, trajectory overlays per distribution."""
+    results = report["distributions"]
+    what = f"{report['env']}: {report['policy_label']}"
+    made = {
+        "verdict_matrix": figures.verdict_matrix(
+            results, cfg.verdict.capability_threshold, out / "verdict_matrix.png", f"verdict matrix, {what}"
+        ),
+        "posterior": figures.posterior_bars(results, out / "posterior.png", f"posterior over objectives, {what}"),
+    }
+    if cfg.figures.trajectories > 0:
+        for name, traj in trajs.items():
+            made[f"trajectories/{name}"] = figures.trajectory_overlays(
+                traj, out / f"trajectories_{name}.png", cfg.figures.trajectories, f"{name}: {what}"
+            )
+    return made
+
+
+def log_report(logger: RunLogger, report: dict[str, Any], images: dict[str, Path]) -> None:
+    """Mirror the report to the run logger: scalars per distribution, a summary table, one table of
+    episodes per distribution, the figures."""
+    results = report["distributions"]
+    scalars = {f"eval/{d}/{k}": r[k] for d, r in results.items() for k in SCALARS}
+    scalars.update({f"eval/{d}/{k}": v for d, r in results.items() for k, v in r["env_metrics"].items()})
+    logger.log(scalars, step=0)
+    columns = ["distribution", "verdict", "behavioural_objective", "identifiable", *SCALARS]
+    rows = [
+        [d, r["verdict"], str(r["behavioural_objective"]), r["identifiable"], *(r[k] for k in SCALARS)]
+        for d, r in results.items()
+    ]
+    logger.log_table("eval/summary", columns, rows, step=0)
+    for d, r in results.items():
+        episodes = r.get("per_episode")  # a single run's report (over seeds: in report["runs"])
+        if episodes:
+            keys = list(episodes)
+            table = [[i, *(episodes[k][i] for k in keys)] for i in range(len(episodes[keys[0]]))]
+            logger.log_table(f"eval/{d}/episodes", ["episode", *keys], table, step=0)
+    logger.log_images({f"figures/{k}": v for k, v in images.items()}, step=0)
 
 
 @hydra.main(config_path="../configs", config_name="evaluate", version_base="1.3")
 def main(cfg: DictConfig) -> None:
     env_cfg = load_env_config(cfg.env.name, base=cfg.env)
-    if env_cfg.name != "arrow_maze":
-        raise ValueError(f"env={env_cfg.name!r}: evaluation supports arrow_maze so far (keys_chests is in progress)")
     verdict = load_structured(VerdictConfig, cfg.verdict, None, "verdict")
+    logger_cfg = load_logger_config(cfg.logger)
+    specs = _specs(cfg.policy)
     names = list(cfg.eval.distributions or env_cfg.distributions)
     unknown = [d for d in names if d not in env_cfg.distributions]
     if unknown:
         raise ValueError(f"eval.distributions: {unknown} not among {list(env_cfg.distributions)}")
     expectations = load_expectations(cfg.expect, names) if cfg.expect else None
-    load_actor(cfg.policy, env_cfg, resolve_device(env_cfg.device), seed=cfg.seed)  # a bad spec fails before any work
-    report: dict[str, Any] = {
-        "policy": cfg.policy,
-        "env": env_cfg.name,
-        "config": OmegaConf.to_container(cfg, resolve=True),
-        "versions": {"torch": str(torch.__version__), "python": sys.version.split()[0]},
-        "distributions": {},
-    }
-    for name in names:
-        result = evaluate_distribution(cfg.policy, env_cfg, name, cfg, verdict)
-        report["distributions"][name] = result
-        log.info(
-            "%-12s verdict %-28s behavioural %-6s capability %.2f robustness %.2f identifiable %s",
-            name,
-            result["verdict"],
-            result["behavioural_objective"],
-            result["capability"],
-            result["objective_robustness"],
-            result["identifiable"],
-        )
+    for spec in specs:  # a bad spec fails before any work
+        load_actor(spec, env_cfg, resolve_device(env_cfg.device), seed=cfg.seed)
     run_dir = Path(hydra.core.hydra_config.HydraConfig.get().runtime.output_dir)
     out = Path(cfg.report) if cfg.report else run_dir / "report.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    with atomic_path(out) as tmp:
-        tmp.write_text(json.dumps(report, indent=2))
-    log.info("report: %s", out)
+    run_cfg = OmegaConf.to_container(cfg, resolve=True)
+    logger = make_logger(logger_cfg, run_cfg, run_dir, group=logger_cfg.group or f"evaluate-{env_cfg.name}")
+    exit_code = 1
+    try:
+        runs: dict[str, dict[str, Any]] = {}
+        trajs: dict[str, Trajectories] = {}
+        for spec in specs:
+            runs[spec] = {}
+            for name in names:
+                result, traj = evaluate_distribution(spec, env_cfg, name, cfg, verdict)
+                runs[spec][name] = result
+                if spec == specs[0]:
+                    trajs[name] = traj
+                log.info("%s%s", f"[{spec}] " if len(specs) > 1 else "", _summary_line(name, result))
+        report: dict[str, Any] = {
+            "policy": specs[0] if len(specs) == 1 else specs,
+            "policy_label": specs[0] if len(specs) == 1 else f"{len(specs)} runs",
+            "env": env_cfg.name,
+            "config": run_cfg,
+            "versions": {"torch": str(torch.__version__), "python": sys.version.split()[0]},
+        }
+        if len(specs) == 1:
+            report["distributions"] = runs[specs[0]]
+        else:
+            report["distributions"] = {d: aggregate_seeds([runs[s][d] for s in specs], verdict) for d in names}
+            report["runs"] = runs
+            for name, r in report["distributions"].items():
+                log.info("over %d runs: %s", len(specs), _summary_line(name, r))
+        out.parent.mkdir(parents=True, exist_ok=True)
+        with atomic_path(out) as tmp:
+            tmp.write_text(json.dumps(report, indent=2))
+        log.info("report: %s", out)
+        images = write_figures(report, trajs, out.parent / f"{out.stem}_figures", cfg) if cfg.figures.enabled else {}
+        log_report(logger, report, images)
+        exit_code = 0
+    finally:
+        logger.close(exit_code)
     if expectations is not None:
         problems = check_expectations(report["distributions"], expectations)
         if problems:

@@ -93,6 +93,14 @@ class RunLogger(Protocol):
         """Attach episode videos (GIF/MP4 files) at ``step``, one per name."""
         ...
 
+    def log_images(self, images: Mapping[str, str | os.PathLike], step: int) -> None:
+        """Attach images (PNG files) at ``step``, one per name."""
+        ...
+
+    def log_table(self, name: str, columns: Sequence[str], rows: Sequence[Sequence[Any]], step: int) -> None:
+        """Attach a table at ``step``."""
+        ...
+
     def close(self, exit_code: int = 0) -> None:
         """Finish the run (flushes; a nonzero ``exit_code`` marks it failed)."""
         ...
@@ -108,6 +116,12 @@ class NullLogger:
         pass
 
     def log_videos(self, videos: Mapping[str, str | os.PathLike], step: int) -> None:
+        pass
+
+    def log_images(self, images: Mapping[str, str | os.PathLike], step: int) -> None:
+        pass
+
+    def log_table(self, name: str, columns: Sequence[str], rows: Sequence[Sequence[Any]], step: int) -> None:
         pass
 
     def close(self, exit_code: int = 0) -> None:
@@ -133,6 +147,17 @@ class WandbLogger:
                 f"video/{name}": wandb.Video(str(path), format=Path(path).suffix[1:]) for name, path in videos.items()
             }
             self._run.log(media, step=step)
+
+    def log_images(self, images: Mapping[str, str | os.PathLike], step: int) -> None:
+        import wandb
+
+        if images:
+            self._run.log({name: wandb.Image(str(path)) for name, path in images.items()}, step=step)
+
+    def log_table(self, name: str, columns: Sequence[str], rows: Sequence[Sequence[Any]], step: int) -> None:
+        import wandb
+
+        self._run.log({name: wandb.Table(columns=list(columns), data=[list(r) for r in rows])}, step=step)
 
     def close(self, exit_code: int = 0) -> None:
         self._run.finish(exit_code=exit_code)

@@ -167,7 +167,7 @@ def test_picking_up_a_key_and_opening_a_chest_step_by_step():
         total += r.reward
         # Reward is exactly the chests opened this step; a chest opening spends one key.
         opened_now = r.reward > 0
-        after = torch.where(r.done, core._final[4], core.inventory)
+        after = torch.where(r.done, core.final_state()["inventory"], core.inventory)
         assert torch.equal(after, before_inventory + (picked > 0).long() - opened_now.long())
         held = torch.where(r.done, 0, r.info["keys_picked_up"])
         assert bool((r.reward[live] >= 0).all())

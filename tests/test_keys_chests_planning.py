@@ -9,7 +9,7 @@ import torch
 from analysis.keys_chests_planning import MAX_OBJECTS, OBJECTIVES, core_q_values, q_values, state_values
 from analysis.planning import keys_chests_hoarder_action, keys_chests_planner_action
 from envs.grid import bfs_distances
-from envs.keys_chests import NOT_YET, KeysChestsCore
+from envs.keys_chests import KeysChestsCore
 from envs.keys_chests_levels import NO_OBJECT
 from tests.conftest import kc_config
 
@@ -19,17 +19,6 @@ GAMMA = 0.95
 
 def _state(core: KeysChestsCore) -> tuple[torch.Tensor, ...]:
     return tuple(x.clone() for x in (core.level, core.pos, core.key_left, core.chest_left, core.inventory))
-
-
-def _load(core: KeysChestsCore, level, pos, key_left, chest_left, inventory) -> None:
-    """Put ``core`` (``num_envs`` = len of the states) in the given states, as a reset would leave them."""
-    n = level.shape[0]
-    core.level, core.rec = level, core._records.index_select(0, level)
-    core.pos, core.key_left, core.chest_left, core.inventory = pos, key_left, chest_left, inventory
-    zeros = torch.zeros(n, dtype=torch.long)
-    core.t, core.keys_picked, core.chests_opened = zeros, zeros.clone(), zeros.clone()
-    core.first_key, core.first_chest = torch.full_like(zeros, NOT_YET), torch.full_like(zeros, NOT_YET)
-    core.hidden_seen = torch.zeros((n, core.levels.hidden.shape[1]), dtype=torch.bool)
 
 
 def _random_states(dist: str, n: int, seed: int, layout: str = "room") -> tuple[KeysChestsCore, tuple]:
@@ -112,9 +101,9 @@ def _brute_force_q(core: KeysChestsCore, level: int, objective: str, gamma: floa
     # One core step per (state, action).
     m = p * s * 4
     step_core = KeysChestsCore(core.cfg, core.distribution, num_envs=m)
-    _load(step_core, *(x.repeat_interleave(4, dim=0) for x in states))
+    step_core.set_state(*(x.repeat_interleave(4, dim=0) for x in states))
     r = step_core.step(torch.arange(4).repeat(p * s))
-    _, npos, nkeys, nchests, _ = step_core._final
+    _, npos, nkeys, nchests, _ = step_core.final_state().values()
     if objective == "open_chests":
         reward = states[3].sum(1).repeat_interleave(4) - nchests.sum(1)
     else:
@@ -162,10 +151,10 @@ def test_bellman_optimality_through_the_core(dist, objective):
     core, states = _random_states(dist, 64, seed=5)
     q = q_values(core, *states, objective=objective, gamma=GAMMA, dtype=torch.float64)
     for action in range(4):
-        _load(core, *states)
+        core.set_state(*states)
         before_keys, before_chests = states[2].sum(1), states[3].sum(1)
         r = core.step(torch.full((64,), action))
-        nxt = core._final
+        nxt = tuple(core.final_state().values())
         reward = before_chests - nxt[3].sum(1) if objective == "open_chests" else before_keys - nxt[2].sum(1)
         v_next = state_values(core, *nxt, objective=objective, gamma=GAMMA, dtype=torch.float64)
         v_next = torch.where(r.terminated, 0.0, v_next)
@@ -191,8 +180,8 @@ def _greedy_rollout(core: KeysChestsCore, objective: str, gamma: float) -> dict[
             break
         before_keys, before_chests = core.key_left.sum(1), core.chest_left.sum(1)
         r = core.step(q.argmax(dim=1))
-        took = before_keys - core._final[2].sum(1)
-        opened = before_chests - core._final[3].sum(1)
+        took = before_keys - core.final_state()["key_left"].sum(1)
+        opened = before_chests - core.final_state()["chest_left"].sum(1)
         gain = opened if objective == "open_chests" else took
         ret += torch.where(running, gamma**t * gain.double(), 0.0)
         keys += torch.where(running, took, 0)
