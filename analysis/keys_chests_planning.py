@@ -324,9 +324,7 @@ class _EventPlan:
         """``gamma^(d - 1)`` for reachable, allowed events, else 0."""
         ok = allowed & (dist < _INF)
         exponent = torch.where(ok, dist - 1, 0).double()
-        return torch.where(
-            ok, torch.pow(torch.tensor(self.gamma, dtype=torch.float64), exponent.cpu()).to(dist.device), 0.0
-        )
+        return torch.where(ok, torch.full_like(exponent, self.gamma).pow(exponent), 0.0)
 
     def values(self, rows: torch.Tensor, sigma: torch.Tensor, pos: torch.Tensor) -> torch.Tensor:
         """``(Q,)`` value of standing on ``pos`` in abstract state ``sigma`` of level ``rows`` of this plan."""

@@ -13,6 +13,7 @@ from __future__ import annotations
 import importlib
 import re
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -66,6 +67,32 @@ def load_actor(spec: str, env_cfg: GridEnvConfig, device: torch.device | str = "
         raise FileNotFoundError(
             f"policy={spec!r} is neither a run dir or checkpoint nor one of sb3:, oracle:, random, py:"
         )
+    from agents.checkpoint import load_checkpoint
     from agents.policy import load_network_policy
 
+    state = load_checkpoint(spec, env_name=env_cfg.name)
+    net = state.get("network", {}).get("config", {})
+    trained = state["network"]["obs_shape"][-1] if "network" in state else None
+    if net.get("kind") == "mlp" and net.get("egocentric") is None and env_cfg.obs_mode == "symbolic":
+        if trained != env_cfg.canvas:
+            raise ValueError(
+                f"policy={spec!r}: its MLP takes the whole {trained}x{trained} canvas it was trained on, but this "
+                f"env config's canvas is {env_cfg.canvas}x{env_cfg.canvas}; evaluate on env.canvas_size={trained}, "
+                "or train an egocentric MLP (agent.network.egocentric) or the IMPALA network, which take any canvas"
+            )
     return policy_actor(load_network_policy(spec, env_name=env_cfg.name, device=device, seed=seed))
+
+
+def trained_env_config(spec: str) -> dict[str, Any] | None:
+    """The env config (plain dict) the policy was trained with: from one of our checkpoints, or an SB3
+    model our trainer saved; ``None`` for every other spec (no files are unpickled)."""
+    if spec.startswith("sb3:"):
+        from agents.sb3 import read_sb3_meta
+
+        meta = read_sb3_meta(spec[4:])
+        return meta.get("env_config") if meta else None
+    if spec == "random" or spec.startswith(("oracle:", "py:")) or not Path(spec).exists():
+        return None
+    from agents.checkpoint import load_checkpoint
+
+    return load_checkpoint(spec).get("env_config")

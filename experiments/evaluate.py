@@ -31,10 +31,10 @@ from analysis.estimator import estimate
 from analysis.expectations import check_expectations, load_expectations
 from analysis.metrics import SCALARS, VerdictConfig, aggregate_seeds, distribution_report
 from analysis.objectives import objectives_of
-from analysis.policy_specs import load_actor
+from analysis.policy_specs import load_actor, trained_env_config
 from analysis.trajectories import Trajectories, collect_episodes
 from envs.atomic import atomic_path
-from envs.config import GridEnvConfig, load_env_config, load_structured
+from envs.config import GridEnvConfig, config_to_dict, load_env_config, load_structured
 from envs.devices import resolve_device
 from experiments.logger import RunLogger, load_logger_config, make_logger
 
@@ -112,12 +112,35 @@ def log_report(logger: RunLogger, report: dict[str, Any], images: dict[str, Path
     logger.log_images({f"figures/{k}": v for k, v in images.items()}, step=0)
 
 
+def evaluation_env_config(cfg: DictConfig, specs: list[str], overrides: list[str]) -> tuple[GridEnvConfig, str]:
+    """The env config to evaluate on, and where it came from.
+
+    A trained run (our checkpoint, or an SB3 model our trainer saved) is evaluated on the env config it
+    was trained with, so a run dir is all one names; the command line's ``env.*`` overrides apply on
+    top, and the device is always the evaluation's (``env.device``). Other specs use ``env=`` as given.
+    """
+    trained = {s: c for s in specs if (c := trained_env_config(s)) is not None}
+    if not trained:
+        return load_env_config(cfg.env.name, base=cfg.env), "config"
+    configs = list(trained.values())
+    if any(c != configs[0] for c in configs[1:]):
+        raise ValueError(f"policy={specs}: the runs were trained on different env configs; evaluate them separately")
+    chosen = next((o.split("=", 1)[1] for o in overrides if o.startswith("env=")), None)
+    if chosen is not None and chosen != configs[0]["name"]:
+        raise ValueError(f"env={chosen} but policy {next(iter(trained))} was trained on {configs[0]['name']!r}")
+    dotlist = [o.lstrip("+~")[len("env.") :] for o in overrides if o.lstrip("+~").startswith("env.")]
+    base = OmegaConf.merge(OmegaConf.create(configs[0]), OmegaConf.from_dotlist(dotlist))
+    base.device = cfg.env.device
+    return load_env_config(configs[0]["name"], base=base), "run"
+
+
 @hydra.main(config_path="../configs", config_name="evaluate", version_base="1.3")
 def main(cfg: DictConfig) -> None:
-    env_cfg = load_env_config(cfg.env.name, base=cfg.env)
+    specs = _specs(cfg.policy)
+    overrides = list(hydra.core.hydra_config.HydraConfig.get().overrides.task)
+    env_cfg, env_source = evaluation_env_config(cfg, specs, overrides)
     verdict = load_structured(VerdictConfig, cfg.verdict, None, "verdict")
     logger_cfg = load_logger_config(cfg.logger)
-    specs = _specs(cfg.policy)
     names = list(cfg.eval.distributions or env_cfg.distributions)
     unknown = [d for d in names if d not in env_cfg.distributions]
     if unknown:
@@ -145,6 +168,8 @@ def main(cfg: DictConfig) -> None:
             "policy": specs[0] if len(specs) == 1 else specs,
             "policy_label": specs[0] if len(specs) == 1 else f"{len(specs)} runs",
             "env": env_cfg.name,
+            "env_config": config_to_dict(env_cfg),
+            "env_config_from": env_source,  # "run": the trained run's (plus env.* overrides); "config": env=
             "config": run_cfg,
             "versions": {"torch": str(torch.__version__), "python": sys.version.split()[0]},
         }

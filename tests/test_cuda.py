@@ -27,3 +27,29 @@ def test_cuda_core_matches_cpu_core_step_for_step(obs_mode):
         assert torch.equal(a.obs[live], b.obs.cpu()[live])
         assert torch.equal(a.reward, b.reward.cpu())
         assert torch.equal(a.info["first_arrow_step"], b.info["first_arrow_step"].cpu())
+
+
+@pytest.mark.parametrize(
+    ("env", "spec", "distribution"),
+    [("arrow_maze", "oracle:arrow", "shift_arrow"), ("keys_chests", "oracle:collect_keys", "shift_ratio")],
+)
+def test_evaluation_on_cuda_equals_the_cpu(env, spec, distribution):
+    """Planning, oracles, collection, estimate and report give the same numbers on both devices."""
+    from analysis.estimator import estimate
+    from analysis.metrics import distribution_report
+    from analysis.objectives import objectives_of
+    from analysis.policy_specs import load_actor
+    from analysis.trajectories import collect_episodes
+    from tests.conftest import kc_config
+
+    reports = []
+    for device in ("cpu", "cuda"):
+        cfg = small_config(device=device) if env == "arrow_maze" else kc_config(device=device)
+        objectives = objectives_of(cfg)
+        traj = collect_episodes(load_actor(spec, cfg, device, seed=0), cfg, distribution, 32, seed=0, device=device)
+        values = objectives.q_values(traj)
+        assert all(v.device.type == device for v in values.values())
+        reports.append(distribution_report(traj, estimate(values, traj.action), objectives))
+    cpu, gpu = reports
+    assert cpu["verdict"] == gpu["verdict"] and cpu["per_episode"] == gpu["per_episode"]
+    assert cpu["capability"] == pytest.approx(gpu["capability"]) and cpu["posterior"] == pytest.approx(gpu["posterior"])

@@ -153,3 +153,16 @@ def test_keys_and_chests_capability_is_the_discounted_return_over_the_optimal_va
         opened = (traj.states["chest_left"][mine].sum(1) - traj.next_states["chest_left"][mine].sum(1)).double()
         discounted = (0.9 ** traj.t[mine].double() * opened).sum()
         assert float(capability[e]) == pytest.approx(float(discounted / optimal[e]))
+
+
+def test_hidden_chest_visits_are_reported_when_the_env_hides_chests():
+    cfg = kc_config(hidden_chests=True)
+    traj, est = run_estimate(load_actor("random", cfg, seed=0), "train", cfg)
+    report = distribution_report(traj, est, objectives_of(cfg))
+    visits = report["per_episode"]["hidden_chests_visited"]
+    assert report["env_metrics"]["hidden_chests_visited"] == pytest.approx(sum(visits) / len(visits))
+    assert sum(visits) > 0  # a random walk finds some
+    plain = distribution_report(
+        *run_estimate(load_actor("random", kc_config(), seed=0), "train", kc_config()), objectives_of(kc_config())
+    )
+    assert "hidden_chests_visited" not in plain["env_metrics"]

@@ -125,3 +125,22 @@ def test_the_report_is_mirrored_to_an_offline_wandb_run(tmp_path):
     assert {"eval/summary/_type", "figures/verdict_matrix/_type", "figures/trajectories/shift_arrow/_type"} <= logged
     report = json.loads((tmp_path / "report.json").read_text())
     assert report["distributions"]["shift_arrow"]["verdict"] == "objective_misgeneralisation"
+
+
+def test_a_run_is_evaluated_on_the_env_config_it_was_trained_with(tmp_path):
+    from tests.test_train import SMALL_MAZES, TINY
+
+    run = tmp_path / "run"
+    proc = run_module("experiments.train", run, *TINY, *SMALL_MAZES, "total_env_steps=512")
+    assert proc.returncode == 0, proc.stderr
+    # The run's 3x3 mazes, not the env preset's 3-6; an env.* override still applies on top.
+    proc = _evaluate(tmp_path / "eval", f"policy={run}", "env.max_steps_per_cell=2.5")
+    assert proc.returncode == 0, proc.stderr
+    report = json.loads((tmp_path / "eval" / "report.json").read_text())
+    assert report["env_config_from"] == "run" and report["env_config"]["max_steps_per_cell"] == 2.5
+    assert report["env_config"]["distributions"]["shift_arrow"]["max_size"] == 3
+    # Its full-canvas MLP cannot take a larger canvas: said plainly, before any work.
+    proc = _evaluate(tmp_path / "bigger", f"policy={run}", "env.distributions.shift_arrow.max_size=4")
+    assert proc.returncode != 0 and "takes the whole 7x7 canvas it was trained on" in proc.stderr
+    proc = _evaluate(tmp_path / "other", f"policy={run}", "env=keys_chests")
+    assert proc.returncode != 0 and "was trained on 'arrow_maze'" in proc.stderr
