@@ -18,6 +18,8 @@ os.environ.setdefault("WANDB_MODE", "disabled")
 # One thread per pytest-xdist worker: two workers with two threads each on two cores oversubscribe
 # the CPU, and torch's thread pools then slow down many-fold.
 torch.set_num_threads(1 if os.environ.get("PYTEST_XDIST_WORKER") else min(2, torch.get_num_threads()))
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    os.environ["OMP_NUM_THREADS"] = "1"  # and in the CLI subprocesses the tests start
 
 settings.register_profile(
     "misgen", deadline=None, max_examples=25, suppress_health_check=[HealthCheck.too_slow], derandomize=True
