@@ -25,10 +25,12 @@ import numpy as np
 import torch
 from omegaconf import DictConfig, OmegaConf
 
+from agents.checkpoint import FILENAME as CHECKPOINT_FILE
 from agents.checkpoint import load_checkpoint, save_checkpoint
 from agents.policy import Policy
 from agents.ppo import PPO, PPOConfig, load_ppo_config
 from envs import make_core
+from envs.atomic import atomic_path
 from envs.config import GridEnvConfig, config_to_dict, load_env_config
 from envs.devices import resolve_device
 from envs.render import save_episode
@@ -203,16 +205,21 @@ def main(cfg: DictConfig) -> None:
     if cfg.resume and backend != "misgen":
         raise ValueError(f"resume= continues runs of agent.backend=misgen only, not {backend!r}")
     run_dir = Path(hydra.core.hydra_config.HydraConfig.get().runtime.output_dir)
+    resume = cfg.resume
+    if not resume and cfg.auto_resume and backend == "misgen" and (run_dir / CHECKPOINT_FILE).is_file():
+        resume = str(run_dir)  # this run dir was started before (a requeued SLURM job): continue it
+        log.info("auto_resume: %s already holds a checkpoint; continuing it", run_dir)
     resumed = None
-    if cfg.resume:
-        resumed = load_checkpoint(cfg.resume, env_name=env_cfg.name)
-        run_dir = Path(cfg.resume) if Path(cfg.resume).is_dir() else Path(cfg.resume).parent
+    if resume:
+        resumed = load_checkpoint(resume, env_name=env_cfg.name)
+        run_dir = Path(resume) if Path(resume).is_dir() else Path(resume).parent
+        drop_metrics_after(run_dir / "metrics.jsonl", resumed["env_steps"])
     run_cfg = OmegaConf.to_container(cfg, resolve=True)
     ppo = None
     if backend == "misgen":  # built before the logger: a config the env can't take fails before any run exists
         ppo = PPO(make_core(env_cfg, "train", num_envs=agent_cfg.num_envs, seed=cfg.seed), agent_cfg, seed=cfg.seed)
         if resumed is not None:
-            check_same_network(resumed, ppo.network_spec, cfg.resume)
+            check_same_network(resumed, ppo.network_spec, resume)
     previous = resumed or {}  # a resumed run continues its wandb run, in its group
     logger = make_logger(
         logger_cfg, run_cfg, run_dir, run_id=previous.get("wandb_run_id"), group=previous.get("wandb_group")
@@ -228,6 +235,19 @@ def main(cfg: DictConfig) -> None:
     finally:
         run.progress.close()
         logger.close(exit_code)
+
+
+def drop_metrics_after(metrics: Path, env_steps: int) -> None:
+    """Rewrite ``metrics`` (atomically) without the rows logged after ``env_steps``: a run resumed from its
+    last checkpoint logs those steps again, and the file keeps one row per step."""
+    if not metrics.is_file():
+        return
+    lines = metrics.read_text().splitlines()
+    kept = [line for line in lines if json.loads(line).get("env_steps", 0) <= env_steps]
+    if len(kept) != len(lines):
+        with atomic_path(metrics) as tmp:
+            tmp.write_text("".join(line + "\n" for line in kept))
+        log.info("resume: dropped %d metric rows logged after the checkpoint", len(lines) - len(kept))
 
 
 def check_same_network(resumed: dict[str, Any], spec: dict[str, Any], where: str) -> None:

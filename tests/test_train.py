@@ -71,6 +71,20 @@ def test_training_writes_metrics_and_a_checkpoint_then_resume_continues(tmp_path
     assert load_checkpoint(tmp_path)["updates"] == 4  # untouched
 
 
+def test_a_rerun_in_a_run_dir_with_a_checkpoint_continues_it_as_a_requeued_job_would(tmp_path):
+    proc = _train(tmp_path, *SMALL_MAZES, "total_env_steps=512")
+    assert proc.returncode == 0, proc.stderr
+    # As if the job had logged one more update after its last checkpoint, then been preempted.
+    with (tmp_path / "metrics.jsonl").open("a") as f:
+        f.write(json.dumps({"env_steps": 768, "updates": 3, "policy_loss": 0.0}) + "\n")
+    proc = _train(tmp_path, *SMALL_MAZES, "total_env_steps=1024")
+    assert proc.returncode == 0, proc.stderr
+    assert "auto_resume" in proc.stdout + proc.stderr
+    updates = [r for r in _lines(tmp_path) if "policy_loss" in r]
+    assert [r["env_steps"] for r in updates] == [256, 512, 768, 1024]  # the orphan row is gone, none twice
+    assert load_checkpoint(tmp_path)["updates"] == 4
+
+
 def test_checkpoint_reload_gives_identical_actions(tmp_path):
     net = NetworkConfig(kind="mlp", hidden=32, egocentric=4)
     cfg = PPOConfig(num_envs=8, num_steps=8, minibatches=2, network=net)
