@@ -16,6 +16,7 @@ from envs.atomic import atomic_path
 
 FORMAT = 2  # 2: records the network spec (agents.policy.network_spec)
 FILENAME = "checkpoint.pt"
+SB3_MODEL_FILENAME = "model.zip"  # what the SB3 backend saves in a run dir (agents/sb3.py)
 
 
 def save_checkpoint(run_dir: Path, state: dict[str, Any]) -> Path:

@@ -52,7 +52,7 @@ from stable_baselines3.common.vec_env import VecEnv
 from stable_baselines3.common.vec_env.base_vec_env import VecEnvIndices
 from torch.distributions import Categorical
 
-from agents.checkpoint import find_run_file
+from agents.checkpoint import SB3_MODEL_FILENAME, find_run_file
 from agents.networks import NetworkConfig, Torso
 from agents.ppo import PPOConfig, check_egocentric
 from envs import make_core
@@ -61,7 +61,7 @@ from envs.config import config_to_dict, load_structured
 from envs.core import GridCore, StepResult
 from envs.gym_views import _check_actions, _observation_space
 
-MODEL_FILENAME = "model.zip"
+MODEL_FILENAME = SB3_MODEL_FILENAME
 META_KEY = "misgen"
 """Key of our metadata in the ``data`` JSON of a saved zip."""
 META_FORMAT = 1
@@ -265,13 +265,14 @@ class _Stats(BaseCallback):
         report: Callable[[dict[str, float], SB3Policy], None] | None,
         checkpoint_every: int = 0,
         save: Callable[[], Path] | None = None,
+        iterations: int = 0,
     ) -> None:
         super().__init__(verbose=0)
         self.venv, self.report = venv, report
         self.checkpoint_every, self.save = checkpoint_every, save
         self._policy: SB3Policy | None = None
         self._started: float | None = None
-        self._iterations = 0
+        self._iterations = iterations  # a resumed run counts on
 
     def _on_rollout_start(self) -> None:
         self._emit()
@@ -321,12 +322,17 @@ def train_sb3(
     device: str,
     callback: Callable[[dict[str, float], SB3Policy], None] | None = None,
     checkpoint_every: int = 0,
+    resume: bool = False,
+    extra_meta: dict[str, Any] | None = None,
 ) -> Path:
     """Train SB3's PPO on the env's ``train`` distribution and save ``run_dir/model.zip``; returns its path.
 
     ``callback`` gets each iteration's statistics (keys as ``PPO.train_iteration``'s; SB3's
     ``value_loss`` is its own, without our factor 0.5) and the model as a ``Policy`` (for evaluations).
-    The model is also saved every ``checkpoint_every`` iterations (0: only at the end) and on Ctrl-C.
+    The model is also saved every ``checkpoint_every`` iterations (0: only at the end) and on Ctrl-C,
+    with ``extra_meta`` (JSON) beside ours. ``resume``: continue ``run_dir/model.zip`` (weights,
+    optimiser, step count; SB3 saves no RNG state, so the level stream restarts from ``seed``) up to
+    ``total_env_steps`` in all.
     """
     agent_cfg = agent_cfg.validate()
     run_dir = Path(run_dir)
@@ -337,7 +343,19 @@ def train_sb3(
     if agent_cfg.network.egocentric is not None and core.cfg.obs_mode == "symbolic":
         check_egocentric(core.channels, agent_cfg.network)
     venv = CoreVecEnv(core)
-    model = CorePPO(env=venv, seed=seed, device=core.device, verbose=0, **sb3_ppo_kwargs(agent_cfg))
+    iterations = 0
+    if resume:
+        path = find_sb3_model(run_dir)
+        meta = read_sb3_meta(path) or {}
+        if meta.get("agent_config") != dataclasses.asdict(agent_cfg):
+            raise ValueError(
+                f"resume={run_dir}: the model was trained with agent config {meta.get('agent_config')}, this run "
+                f"asks for {dataclasses.asdict(agent_cfg)}; resume with the run's own agent settings"
+            )
+        model = CorePPO.load(path, env=venv, device=core.device)
+        iterations = model.num_timesteps // (agent_cfg.num_envs * agent_cfg.num_steps)
+    else:
+        model = CorePPO(env=venv, seed=seed, device=core.device, verbose=0, **sb3_ppo_kwargs(agent_cfg))
     model.set_logger(Logger(folder=None, output_formats=[]))  # SB3's default makes a temp dir per run
 
     def save() -> Path:
@@ -348,11 +366,15 @@ def train_sb3(
             "observation_shape": list(core.observation_shape),
             "seed": seed,
             "env_steps": model.num_timesteps,
+            **(extra_meta or {}),
         }
         return save_sb3_model(model, run_dir, meta)
 
+    stats = _Stats(venv, callback, checkpoint_every, save, iterations)
+    remaining = total_env_steps - model.num_timesteps
     try:
-        model.learn(total_timesteps=total_env_steps, callback=_Stats(venv, callback, checkpoint_every, save))
+        if remaining > 0:
+            model.learn(total_timesteps=remaining, callback=stats, reset_num_timesteps=not resume)
     except KeyboardInterrupt:
         save()
         raise

@@ -26,6 +26,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from agents.checkpoint import FILENAME as CHECKPOINT_FILE
+from agents.checkpoint import SB3_MODEL_FILENAME as SB3_MODEL_FILE
 from agents.checkpoint import load_checkpoint, save_checkpoint
 from agents.policy import Policy
 from agents.ppo import PPO, PPOConfig, load_ppo_config
@@ -202,16 +203,15 @@ def main(cfg: DictConfig) -> None:
             raise ValueError(f"{key}={cfg[key]} must be >= 1")
     if cfg.progress not in PROGRESS:
         raise ValueError(f"progress={cfg.progress!r} must be one of {PROGRESS}")
-    if cfg.resume and backend != "misgen":
-        raise ValueError(f"resume= continues runs of agent.backend=misgen only, not {backend!r}")
     run_dir = Path(hydra.core.hydra_config.HydraConfig.get().runtime.output_dir)
+    saved_name = CHECKPOINT_FILE if backend == "misgen" else SB3_MODEL_FILE
     resume = cfg.resume
-    if not resume and cfg.auto_resume and backend == "misgen" and (run_dir / CHECKPOINT_FILE).is_file():
+    if not resume and cfg.auto_resume and (run_dir / saved_name).is_file():
         resume = str(run_dir)  # this run dir was started before (a requeued SLURM job): continue it
-        log.info("auto_resume: %s already holds a checkpoint; continuing it", run_dir)
+        log.info("auto_resume: %s already holds %s; continuing it", run_dir, saved_name)
     resumed = None
     if resume:
-        resumed = load_checkpoint(resume, env_name=env_cfg.name)
+        resumed = load_checkpoint(resume, env_name=env_cfg.name) if backend == "misgen" else _sb3_meta(resume, env_cfg)
         run_dir = Path(resume) if Path(resume).is_dir() else Path(resume).parent
         drop_metrics_after(run_dir / "metrics.jsonl", resumed["env_steps"])
     run_cfg = OmegaConf.to_container(cfg, resolve=True)
@@ -228,13 +228,23 @@ def main(cfg: DictConfig) -> None:
     run = Run(cfg, env_cfg, run_dir, logger, logger_cfg.video_every_eval, previous.get("env_steps", 0))
     try:
         if backend == "sb3":
-            _train_sb3(cfg, env_cfg, agent_cfg, run)
+            _train_sb3(cfg, env_cfg, agent_cfg, run, resumed is not None)
         else:
             _train_misgen(cfg, env_cfg, ppo, run, run_cfg, resumed)
         exit_code = 0
     finally:
         run.progress.close()
         logger.close(exit_code)
+
+
+def _sb3_meta(where: str, env_cfg: GridEnvConfig) -> dict[str, Any]:
+    """Our metadata of the SB3 model a run is resumed from (its env checked; no code runs)."""
+    from agents.sb3 import read_sb3_meta
+
+    meta = read_sb3_meta(where)
+    if meta is None or meta.get("env_name") != env_cfg.name:
+        raise ValueError(f"resume={where}: not an SB3 model of env {env_cfg.name!r} saved by this trainer")
+    return meta
 
 
 def drop_metrics_after(metrics: Path, env_steps: int) -> None:
@@ -297,8 +307,9 @@ def _train_misgen(
     log.info("done: %d env steps; metrics and checkpoint in %s", ppo.env_steps, run.run_dir)
 
 
-def _train_sb3(cfg: DictConfig, env_cfg: GridEnvConfig, agent_cfg: PPOConfig, run: Run) -> None:
-    """stable-baselines3's PPO on the same core and network; its model is saved as ``model.zip``."""
+def _train_sb3(cfg: DictConfig, env_cfg: GridEnvConfig, agent_cfg: PPOConfig, run: Run, resume: bool) -> None:
+    """stable-baselines3's PPO on the same core and network; its model is saved as ``model.zip`` (with
+    the wandb run, so a resumed run continues it)."""
     from agents.sb3 import train_sb3
 
     last: dict[str, Any] = {}
@@ -317,6 +328,8 @@ def _train_sb3(cfg: DictConfig, env_cfg: GridEnvConfig, agent_cfg: PPOConfig, ru
         str(resolve_device(env_cfg.device)),
         callback,
         checkpoint_every=cfg.checkpoint_every,
+        resume=resume,
+        extra_meta={"wandb_run_id": run.logger.run_id, "wandb_group": run.logger.group},
     )
     if last and not last["evaluated"]:
         run.evaluate_all(last["policy"], int(last["stats"]["env_steps"]), int(last["stats"]["updates"]))

@@ -154,8 +154,17 @@ def test_the_sb3_backend_trains_through_the_same_entry_point(tmp_path):
     assert [r["env_steps"] for r in lines if "policy_loss" in r] == [256, 512]
     assert {f"eval/{d}/success" for d in ("train", "shift_arrow", "shift_size", "shift_both")} <= set(lines[-1])
     assert (tmp_path / "model.zip").is_file()
-    proc = _train(tmp_path / "again", "agent=sb3_ppo", f"resume={tmp_path}")
-    assert proc.returncode != 0 and "agent.backend=misgen only" in proc.stderr
+    # Resumed (its weights and step count), to 1024 steps in all, in its own run dir.
+    proc = _train(tmp_path / "ignored", *SMALL_MAZES, "agent=sb3_ppo", f"resume={tmp_path}", "total_env_steps=1024")
+    assert proc.returncode == 0, proc.stderr
+    lines = _lines(tmp_path)
+    assert [r["env_steps"] for r in lines if "policy_loss" in r] == [256, 512, 768, 1024]
+    assert [r["updates"] for r in lines if "policy_loss" in r] == [1, 2, 3, 4]
+    from agents.sb3 import read_sb3_meta
+
+    assert read_sb3_meta(tmp_path)["env_steps"] == 1024
+    proc = _train(tmp_path / "other", *SMALL_MAZES, "agent=sb3_ppo", f"resume={tmp_path}", "agent.lr=0.1")
+    assert proc.returncode != 0 and "resume with the run's own agent settings" in proc.stderr
 
 
 def test_a_resumed_ppo_continues_the_level_stream_and_the_samplers():
