@@ -6,7 +6,8 @@ per update and per evaluation: the source of truth of the run), ``checkpoint.pt`
 only) and, with ``logger.video_every_eval``, one GIF per distribution per evaluation in ``videos/``.
 The run logger (``logger=wandb|none``, ``experiments/logger.py``) mirrors the metrics file. Ctrl-C
 writes a checkpoint first; ``resume=`` continues a run in its own dir (and its wandb run), appending
-to its metrics.
+to its metrics; a run started in a dir that already holds a checkpoint continues it (``auto_resume``:
+a requeued SLURM job). Both backends (``agent.backend=misgen|sb3``) go through the same run.
 """
 
 from __future__ import annotations
