@@ -46,10 +46,15 @@ def load_expectations(path: str | Path, distributions: list[str]) -> dict[str, d
 def _check_bounds(path: str | Path, where: str, value: Any) -> None:
     if not isinstance(value, dict) or not value or not set(value) <= {"min", "max"}:
         raise ValueError(f"expect={path}: {where} must be {{min: x, max: y}} (either or both), got {value!r}")
+    for bound, number in value.items():
+        if isinstance(number, bool) or not isinstance(number, int | float) or number != number:
+            raise ValueError(f"expect={path}: {where}.{bound} must be a number, got {number!r}")
 
 
 def _bounded(where: str, value: float, want: dict[str, float]) -> list[str]:
     problems = []
+    if value is None or value != value:
+        return [f"{where}: {value} is not a number"]
     if "min" in want and value < want["min"]:
         problems.append(f"{where}: {value:.3f} < min {want['min']}")
     if "max" in want and value > want["max"]:

@@ -1,8 +1,8 @@
 """Figures of an evaluation report (PNG, matplotlib, no display needed):
 
-- the verdict matrix: capability against objective robustness per distribution, with the verdict
-  regions (capability below the threshold: capability failure; above it, robust on top and objective
-  misgeneralisation below);
+- the verdict matrix: capability against objective robustness per distribution, coloured by verdict
+  (capability below the threshold: capability failure; above it, objective misgeneralisation when another
+  objective is identified, which puts it near the bottom, else robust);
 - the posterior over candidate objectives per distribution (hatched where not identifiable);
 - trajectory overlays: the path the agent took on a few levels of a distribution, over the level.
 """
@@ -40,7 +40,6 @@ def verdict_matrix(results: Mapping[str, Mapping[str, Any]], threshold: float, p
     fig, ax = plt.subplots(figsize=(5.5, 5))
     ax.axvspan(0, threshold, color="0.92", zorder=0)
     ax.axvline(threshold, color="0.5", lw=0.8)
-    ax.axhline(0.5, xmin=threshold, color="0.5", lw=0.8)
     ax.text(threshold / 2, 0.5, "capability\nfailure", ha="center", va="center", color="0.45")
     ax.text((1 + threshold) / 2, 0.97, "robust", ha="center", va="top", color=VERDICT_COLOURS["robust"])
     ax.text(

@@ -69,8 +69,9 @@ class ArrowMazeObjectives:
         """Per episode: whether the end and the arrow were reached at all."""
         return {f"reached_{g}": (traj.outcome[f"first_{g}_step"] > 0).double().cpu().numpy() for g in self.names}
 
-    def oracle(self, objective: str) -> Actor:
-        """A shortest path to the objective's tile, then stay (ties: the first action in ``envs.grid`` order)."""
+    def oracle(self, objective: str, seed: int = 0) -> Actor:
+        """A shortest path to the objective's tile, then stay (ties: the first action in ``envs.grid`` order;
+        ``seed`` is unused: it is deterministic)."""
         # Per core (held, so its id stays its own): distance maps of its whole level bank, planned once.
         plans: dict[int, tuple[Any, torch.Tensor]] = {}
 
@@ -149,7 +150,10 @@ class KeysChestsObjectives:
         out = {
             "excess_keys": o["excess_keys"],
             "keys_picked_up": o["keys_picked_up"],
-            "chests_opened_fraction": o["chests_opened"] / o["openable"].clamp(min=1),
+            # Nothing openable: nothing missed.
+            "chests_opened_fraction": torch.where(
+                o["openable"] > 0, o["chests_opened"] / o["openable"].clamp(min=1), 1.0
+            ),
         }
         if traj.core.cfg.hidden_chests:
             out["hidden_chests_visited"] = o["hidden_chests_visited"]

@@ -17,7 +17,7 @@ from typing import Any
 
 import torch
 
-from analysis.objectives import objectives_of
+from analysis.objectives import ArrowMazeObjectives, KeysChestsObjectives, objectives_of
 from analysis.trajectories import Actor, policy_actor
 from envs.config import GridEnvConfig
 
@@ -38,20 +38,32 @@ def _epsilon_random(actor: Actor, eps: float, seed: int) -> Actor:
     return act
 
 
-def load_actor(spec: str, env_cfg: GridEnvConfig, device: torch.device | str = "cpu", seed: int = 0) -> Actor:
-    """The ``Actor`` a policy spec names; a bad spec raises ``ValueError`` (or ``FileNotFoundError``) naming it."""
+def load_actor(
+    spec: str,
+    env_cfg: GridEnvConfig,
+    device: torch.device | str = "cpu",
+    seed: int = 0,
+    objectives: ArrowMazeObjectives | KeysChestsObjectives | None = None,
+) -> Actor:
+    """The ``Actor`` a policy spec names; a bad spec raises ``ValueError`` (or ``FileNotFoundError``) naming it.
+
+    ``objectives``: the candidate objectives an oracle plans with (their discount, and planning shared
+    with the estimator); default ``objectives_of(env_cfg)``.
+    """
     if spec == "random":
-        return _epsilon_random(lambda core, _obs: torch.zeros(core.num_envs, dtype=torch.long), 1.0, seed)
+        return _epsilon_random(
+            lambda core, _obs: torch.zeros(core.num_envs, dtype=torch.long, device=core.device), 1.0, seed
+        )
     if spec.startswith("oracle:"):
         match = _ORACLE.match(spec)
-        objectives = objectives_of(env_cfg)
+        objectives = objectives or objectives_of(env_cfg)
         known = objectives.names
         if match is None or match["objective"] not in known:
             raise ValueError(f"policy={spec!r}: expected oracle:<objective>[@eps=<p>] with objective in {list(known)}")
         eps = float(match["eps"] or 0.0)
         if not 0.0 <= eps <= 1.0:
             raise ValueError(f"policy={spec!r}: eps={eps} must be in [0, 1]")
-        return _epsilon_random(objectives.oracle(match["objective"]), eps, seed)
+        return _epsilon_random(objectives.oracle(match["objective"], seed), eps, seed)
     if spec.startswith("sb3:"):
         from agents.sb3 import load_sb3_policy
 

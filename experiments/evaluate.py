@@ -34,7 +34,7 @@ from analysis.objectives import objectives_of
 from analysis.policy_specs import load_actor, trained_env_config
 from analysis.trajectories import Trajectories, collect_episodes
 from envs.atomic import atomic_path
-from envs.config import GridEnvConfig, config_to_dict, load_env_config, load_structured
+from envs.config import GridEnvConfig, config_to_dict, load_env_config, load_structured, preset_path
 from envs.devices import resolve_device
 from experiments.logger import RunLogger, load_logger_config, make_logger
 
@@ -46,9 +46,9 @@ def evaluate_distribution(
 ) -> tuple[dict[str, Any], Trajectories]:
     """The report of one distribution, and the trajectories it rests on."""
     device = resolve_device(env_cfg.device)
-    actor = load_actor(spec, env_cfg, device, seed=cfg.seed)
-    traj = collect_episodes(actor, env_cfg, distribution, cfg.eval.episodes, seed=cfg.seed, device=device)
     objectives = objectives_of(env_cfg, gamma=cfg.eval.gamma)
+    actor = load_actor(spec, env_cfg, device, seed=cfg.seed, objectives=objectives)
+    traj = collect_episodes(actor, env_cfg, distribution, cfg.eval.episodes, seed=cfg.seed, device=device)
     values = objectives.q_values(traj)
     est = estimate(values, traj.action, beta_max=cfg.eval.beta_max, min_distinguishing=cfg.eval.min_distinguishing)
     return distribution_report(traj, est, objectives, verdict), traj
@@ -122,21 +122,46 @@ def evaluation_env_config(cfg: DictConfig, specs: list[str], overrides: list[str
     trained = {s: c for s in specs if (c := trained_env_config(s)) is not None}
     if not trained:
         return load_env_config(cfg.env.name, base=cfg.env), "config"
-    configs = list(trained.values())
+    configs = [{k: v for k, v in c.items() if k != "device"} for c in trained.values()]
     if any(c != configs[0] for c in configs[1:]):
         raise ValueError(f"policy={specs}: the runs were trained on different env configs; evaluate them separately")
+    name = configs[0]["name"]
     chosen = next((o.split("=", 1)[1] for o in overrides if o.startswith("env=")), None)
-    if chosen is not None and chosen != configs[0]["name"]:
-        raise ValueError(f"env={chosen} but policy {next(iter(trained))} was trained on {configs[0]['name']!r}")
-    dotlist = [o.lstrip("+~")[len("env.") :] for o in overrides if o.lstrip("+~").startswith("env.")]
-    base = OmegaConf.merge(OmegaConf.create(configs[0]), OmegaConf.from_dotlist(dotlist))
+    if chosen is not None and chosen != name:
+        raise ValueError(f"env={chosen} but policy {next(iter(trained))} was trained on {name!r}")
+    base = _relink(OmegaConf.create(configs[0]), OmegaConf.load(str(preset_path(name))))
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    for override in OverridesParser.create().parse_overrides(overrides):  # values as Hydra parses them
+        if override.key_or_group.startswith("env.") and not override.is_delete():
+            OmegaConf.update(base, override.key_or_group[len("env.") :], override.value(), merge=True)
     base.device = cfg.env.device
-    return load_env_config(configs[0]["name"], base=base), "run"
+    return load_env_config(name, base=base), "run"
+
+
+def _relink(trained: DictConfig, preset: DictConfig, path: str = "") -> DictConfig:
+    """Put back the preset's interpolations (e.g. ``distributions.train.p_decorrelate: ${...p_decorrelate}``)
+    where the trained run's resolved value still follows them, so a top-level override reaches them again."""
+    for key in preset:
+        where = f"{path}.{key}" if path else str(key)
+        if OmegaConf.is_interpolation(preset, key):
+            if OmegaConf.select(trained, where, default=None) is None:
+                continue
+            value = OmegaConf.select(trained, where)
+            parent = OmegaConf.select(trained, path) if path else trained
+            parent[key] = preset._get_node(key)._value()  # the "${...}" string
+            if OmegaConf.select(trained, where) != value:  # the run had set it on its own: keep its value
+                parent[key] = value
+        elif isinstance(preset[key], DictConfig) and isinstance(OmegaConf.select(trained, where), DictConfig):
+            _relink(trained, preset[key], where)
+    return trained
 
 
 @hydra.main(config_path="../configs", config_name="evaluate", version_base="1.3")
 def main(cfg: DictConfig) -> None:
     specs = _specs(cfg.policy)
+    if cfg.eval.episodes < 1:
+        raise ValueError(f"eval.episodes={cfg.eval.episodes} must be >= 1")
     overrides = list(hydra.core.hydra_config.HydraConfig.get().overrides.task)
     env_cfg, env_source = evaluation_env_config(cfg, specs, overrides)
     verdict = load_structured(VerdictConfig, cfg.verdict, None, "verdict")

@@ -51,5 +51,7 @@ def test_evaluation_on_cuda_equals_the_cpu(env, spec, distribution):
         assert all(v.device.type == device for v in values.values())
         reports.append(distribution_report(traj, estimate(values, traj.action), objectives))
     cpu, gpu = reports
-    assert cpu["verdict"] == gpu["verdict"] and cpu["per_episode"] == gpu["per_episode"]
+    assert cpu["verdict"] == gpu["verdict"]
+    for key, values in cpu["per_episode"].items():  # capabilities: float64 pow may differ in the last bit
+        assert values == pytest.approx(gpu["per_episode"][key], rel=1e-9), key
     assert cpu["capability"] == pytest.approx(gpu["capability"]) and cpu["posterior"] == pytest.approx(gpu["posterior"])

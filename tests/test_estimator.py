@@ -166,3 +166,10 @@ def test_hidden_chest_visits_are_reported_when_the_env_hides_chests():
         *run_estimate(load_actor("random", kc_config(), seed=0), "train", kc_config()), objectives_of(kc_config())
     )
     assert "hidden_chests_visited" not in plain["env_metrics"]
+
+
+def test_nothing_openable_counts_as_nothing_missed():
+    cfg = kc_config(distributions={"train": {"min_keys": 0, "max_keys": 0}})
+    traj, est = run_estimate(load_actor("oracle:open_chests", cfg, seed=0), "train", cfg)
+    report = distribution_report(traj, est, objectives_of(cfg))
+    assert report["success"] == 1.0 and report["env_metrics"]["chests_opened_fraction"] == 1.0

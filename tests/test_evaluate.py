@@ -134,13 +134,38 @@ def test_a_run_is_evaluated_on_the_env_config_it_was_trained_with(tmp_path):
     proc = run_module("experiments.train", run, *TINY, *SMALL_MAZES, "total_env_steps=512")
     assert proc.returncode == 0, proc.stderr
     # The run's 3x3 mazes, not the env preset's 3-6; an env.* override still applies on top.
-    proc = _evaluate(tmp_path / "eval", f"policy={run}", "env.max_steps_per_cell=2.5")
+    # A top-level knob reaches the distributions that follow it in the preset; Hydra's dict syntax works.
+    overrides = ["env.max_steps_per_cell=2.5", "env.p_decorrelate=0.5", "env.distributions.shift_arrow={num_levels:64}"]
+    proc = _evaluate(tmp_path / "eval", f"policy={run}", *overrides)
     assert proc.returncode == 0, proc.stderr
     report = json.loads((tmp_path / "eval" / "report.json").read_text())
     assert report["env_config_from"] == "run" and report["env_config"]["max_steps_per_cell"] == 2.5
-    assert report["env_config"]["distributions"]["shift_arrow"]["max_size"] == 3
+    dists = report["env_config"]["distributions"]
+    assert dists["train"]["p_decorrelate"] == 0.5 and dists["train"]["num_levels"] == 64  # the run's own
+    assert dists["shift_arrow"]["max_size"] == 3 and dists["shift_arrow"]["num_levels"] == 64
     # Its full-canvas MLP cannot take a larger canvas: said plainly, before any work.
     proc = _evaluate(tmp_path / "bigger", f"policy={run}", "env.distributions.shift_arrow.max_size=4")
     assert proc.returncode != 0 and "takes the whole 7x7 canvas it was trained on" in proc.stderr
     proc = _evaluate(tmp_path / "other", f"policy={run}", "env=keys_chests")
     assert proc.returncode != 0 and "was trained on 'arrow_maze'" in proc.stderr
+
+
+def test_expectations_are_checked_before_any_work(tmp_path):
+    from analysis.expectations import check_expectations, load_expectations
+
+    bad = tmp_path / "bad.yaml"
+    for text, message in [
+        ("shift_arrow:\n  capability: {min: null}\n", "shift_arrow.capability.min must be a number"),
+        ("shift_arrow:\n  capability: 0.5\n", "must be {min: x, max: y}"),
+        ("shift_arrow:\n  speed: {min: 1}\n", "shift_arrow.speed is not one of"),
+        ("nowhere:\n  verdict: robust\n", "distribution 'nowhere' is not evaluated"),
+    ]:
+        bad.write_text(text)
+        with pytest.raises(ValueError, match=message.replace("{", r"\{").replace("}", r"\}")):
+            load_expectations(bad, ["train", "shift_arrow"])
+    results = {"shift_arrow": {"capability": float("nan"), "env_metrics": {}}}
+    want = {"shift_arrow": {"capability": {"min": 0.5}, "env_metrics": {"excess_keys": {"max": 1}}}}
+    assert check_expectations(results, want) == [
+        "shift_arrow.capability: nan is not a number",
+        "shift_arrow.env_metrics.excess_keys: not reported (reported: [])",
+    ]
