@@ -162,6 +162,13 @@ class Run:
         _write(self.metrics, record)
         self.logger.log(record, step=env_steps)
 
+    def evaluated_at(self, env_steps: int) -> bool:
+        """Whether ``metrics.jsonl`` already holds an evaluation at ``env_steps``."""
+        if not self.metrics.is_file():
+            return False
+        rows = (json.loads(line) for line in self.metrics.read_text().splitlines())
+        return any(r.get("env_steps") == env_steps and any(k.startswith("eval/") for k in r) for r in rows)
+
     def iteration(self, stats: dict[str, float]) -> bool:
         """Report one training iteration; returns whether an evaluation is due."""
         self.report(stats, int(stats["env_steps"]))
@@ -298,7 +305,7 @@ def _train_misgen(
                 run.evaluate_all(ppo.policy, ppo.env_steps, ppo.updates)
             if cfg.checkpoint_every and ppo.updates % cfg.checkpoint_every == 0:
                 checkpoint()
-        if not evaluated:
+        if not evaluated and not run.evaluated_at(ppo.env_steps):  # a finished run, resumed: already done
             run.evaluate_all(ppo.policy, ppo.env_steps, ppo.updates)
         checkpoint()
     except KeyboardInterrupt:

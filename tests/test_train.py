@@ -83,6 +83,10 @@ def test_a_rerun_in_a_run_dir_with_a_checkpoint_continues_it_as_a_requeued_job_w
     updates = [r for r in _lines(tmp_path) if "policy_loss" in r]
     assert [r["env_steps"] for r in updates] == [256, 512, 768, 1024]  # the orphan row is gone, none twice
     assert load_checkpoint(tmp_path)["updates"] == 4
+    # Started once more, finished: nothing to train, and its final evaluation is not repeated.
+    before = _lines(tmp_path)
+    assert _train(tmp_path, *SMALL_MAZES, "total_env_steps=1024").returncode == 0
+    assert _lines(tmp_path) == before
 
 
 def test_checkpoint_reload_gives_identical_actions(tmp_path):
