@@ -126,34 +126,34 @@ def evaluation_env_config(cfg: DictConfig, specs: list[str], overrides: list[str
     if any(c != configs[0] for c in configs[1:]):
         raise ValueError(f"policy={specs}: the runs were trained on different env configs; evaluate them separately")
     name = configs[0]["name"]
-    chosen = next((o.split("=", 1)[1] for o in overrides if o.startswith("env=")), None)
-    if chosen is not None and chosen != name:
-        raise ValueError(f"env={chosen} but policy {next(iter(trained))} was trained on {name!r}")
-    base = _relink(OmegaConf.create(configs[0]), OmegaConf.load(str(preset_path(name))))
     from hydra.core.override_parser.overrides_parser import OverridesParser
 
-    for override in OverridesParser.create().parse_overrides(overrides):  # values as Hydra parses them
+    parsed = OverridesParser.create().parse_overrides(overrides)  # values as Hydra parses them
+    chosen = next((o.value() for o in parsed if o.key_or_group == "env"), None)
+    if chosen is not None and chosen != name:
+        raise ValueError(f"env={chosen} but policy {next(iter(trained))} was trained on {name!r}")
+    preset = OmegaConf.to_container(OmegaConf.load(str(preset_path(name))), resolve=False)
+    base = _relink(OmegaConf.create(configs[0]), preset)
+    for override in parsed:
         if override.key_or_group.startswith("env.") and not override.is_delete():
             OmegaConf.update(base, override.key_or_group[len("env.") :], override.value(), merge=True)
     base.device = cfg.env.device
     return load_env_config(name, base=base), "run"
 
 
-def _relink(trained: DictConfig, preset: DictConfig, path: str = "") -> DictConfig:
+def _relink(trained: DictConfig, preset: dict[str, Any], path: str = "") -> DictConfig:
     """Put back the preset's interpolations (e.g. ``distributions.train.p_decorrelate: ${...p_decorrelate}``)
     where the trained run's resolved value still follows them, so a top-level override reaches them again."""
-    for key in preset:
+    for key, raw in preset.items():
         where = f"{path}.{key}" if path else str(key)
-        if OmegaConf.is_interpolation(preset, key):
-            if OmegaConf.select(trained, where, default=None) is None:
-                continue
-            value = OmegaConf.select(trained, where)
+        node = OmegaConf.select(trained, where, default=None)
+        if isinstance(raw, str) and raw.startswith("${") and node is not None:
             parent = OmegaConf.select(trained, path) if path else trained
-            parent[key] = preset._get_node(key)._value()  # the "${...}" string
-            if OmegaConf.select(trained, where) != value:  # the run had set it on its own: keep its value
-                parent[key] = value
-        elif isinstance(preset[key], DictConfig) and isinstance(OmegaConf.select(trained, where), DictConfig):
-            _relink(trained, preset[key], where)
+            parent[key] = raw
+            if OmegaConf.select(trained, where) != node:  # the run had set it on its own: keep its value
+                parent[key] = node
+        elif isinstance(raw, dict) and isinstance(node, DictConfig):
+            _relink(trained, raw, where)
     return trained
 
 
