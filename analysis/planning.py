@@ -1,7 +1,8 @@
 """Exact planning on known levels: distance maps and shortest-path actions, batched on tensors.
 
-The estimator's candidate objectives are planned here; for now these serve the scripted oracle
-agents of the demo and the tests.
+The arrow maze's candidate objectives (``arrow_maze_q_values``, used by ``analysis/objectives.py`` for
+the estimator and the oracles) and the demo's scripted keys-and-chests agents. Keys and chests' exact
+values live in ``analysis/keys_chests_planning.py``.
 """
 
 from __future__ import annotations
