@@ -14,7 +14,7 @@ import torch
 
 from envs.atomic import atomic_path
 
-FORMAT = 2  # 2: records the network spec (agents.policy.network_spec)
+FORMAT = 3  # 2: records the network spec (agents.policy.network_spec); 3: egocentric torsos drop the agent channel
 FILENAME = "checkpoint.pt"
 SB3_MODEL_FILENAME = "model.zip"  # what the SB3 backend saves in a run dir (agents/sb3.py)
 
@@ -46,8 +46,15 @@ def load_checkpoint(where: str | Path, env_name: str | None = None) -> dict[str,
     """Load a checkpoint (weights only: no code runs); with ``env_name``, refuse another env's."""
     path = find_checkpoint(where)
     state = torch.load(path, map_location="cpu", weights_only=True)
-    if state.get("format") != FORMAT:
+    if state.get("format") not in (2, FORMAT):
         raise ValueError(f"{path}: checkpoint format {state.get('format')!r}, expected {FORMAT}")
+    if state["format"] == 2:
+        if (state.get("network") or {}).get("config", {}).get("egocentric") is not None:
+            raise ValueError(
+                f"{path}: a format-2 checkpoint of an egocentric network, whose first layer also took the agent "
+                f"channel that format {FORMAT} drops; retrain it"
+            )
+        state["format"] = FORMAT  # otherwise the same as format 3
     if env_name is not None and state["env_name"] != env_name:
         raise ValueError(f"{path} is a checkpoint of env {state['env_name']!r}, not {env_name!r}")
     return state

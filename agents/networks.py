@@ -50,7 +50,10 @@ class NetworkConfig:
 
 
 def egocentric_crop(obs: torch.Tensor, agent_channel: int, radius: int) -> torch.Tensor:
-    """``(B, C, S, S)`` observations -> ``(B, C, 2r+1, 2r+1)`` windows centred on each agent, zero-padded."""
+    """``(B, C, S, S)`` observations -> ``(B, C, 2r+1, 2r+1)`` windows centred on each agent, zero-padded.
+
+    The agent channel stays in (a one at the centre); :class:`Torso` drops it, as it carries nothing.
+    """
     b, c, s, _ = obs.shape
     side, padded_side = 2 * radius + 1, s + 2 * radius
     padded = nn.functional.pad(obs, (radius, radius, radius, radius)).reshape(b, c, padded_side * padded_side)
@@ -106,7 +109,10 @@ class Torso(nn.Module):
                 raise ValueError("agent.network.egocentric needs symbolic observations (env.obs_mode=symbolic)")
             if not 0 <= cfg.agent_channel < obs_shape[0]:
                 raise ValueError(f"agent.network.agent_channel={cfg.agent_channel} is not a channel of {obs_shape}")
-            obs_shape = (obs_shape[0], 2 * cfg.egocentric + 1, 2 * cfg.egocentric + 1)
+            # The window's agent channel is the same for every observation (a one at the centre), so the
+            # torso keeps the other channels only: a third fewer first-layer FLOPs with 3 channels.
+            self.kept_channels = [c for c in range(obs_shape[0]) if c != cfg.agent_channel]
+            obs_shape = (len(self.kept_channels), 2 * cfg.egocentric + 1, 2 * cfg.egocentric + 1)
         in_channels = obs_shape[-1] if pixels else obs_shape[0]
         if cfg.kind == "impala":
             stacks, c = [], in_channels
@@ -132,7 +138,7 @@ class Torso(nn.Module):
 
     def forward(self, obs: torch.Tensor) -> torch.Tensor:
         if self.egocentric is not None:
-            obs = egocentric_crop(obs, self.agent_channel, self.egocentric)
+            obs = egocentric_crop(obs, self.agent_channel, self.egocentric)[:, self.kept_channels]
         return self.layers(to_float(obs, self.pixels))
 
 

@@ -64,7 +64,7 @@ from envs.gym_views import _check_actions, _observation_space
 MODEL_FILENAME = SB3_MODEL_FILENAME
 META_KEY = "misgen"
 """Key of our metadata in the ``data`` JSON of a saved zip."""
-META_FORMAT = 1
+META_FORMAT = 2  # 2: egocentric torsos drop the agent channel (agents/networks.py)
 
 
 # ------------------------------------------------------------------- vec env
@@ -402,7 +402,11 @@ def find_sb3_model(where: str | Path) -> Path:
 
 
 def read_sb3_meta(where: str | Path) -> dict[str, Any] | None:
-    """Our metadata of a saved zip (``None`` for a zip SB3 saved on its own); reads JSON only, runs no code."""
+    """Our metadata of a saved zip (``None`` for a zip SB3 saved on its own); reads JSON only, runs no code.
+
+    Refuses a format-1 zip of an egocentric network, whose first layer took the agent channel that
+    format 2 drops.
+    """
     path = find_sb3_model(where)
     try:
         with zipfile.ZipFile(path) as archive:
@@ -410,7 +414,15 @@ def read_sb3_meta(where: str | Path) -> dict[str, Any] | None:
     except (zipfile.BadZipFile, KeyError, json.JSONDecodeError) as err:
         raise ValueError(f"{path} is not an SB3 model zip: {err}") from err
     meta = data.get(META_KEY)
-    return meta if isinstance(meta, dict) else None
+    if not isinstance(meta, dict):
+        return None
+    network = (meta.get("agent_config") or {}).get("network") or {}
+    if meta.get("format", 1) < 2 and network.get("egocentric") is not None:
+        raise ValueError(
+            f"{path}: an SB3 model of an egocentric network saved before metadata format {META_FORMAT}, "
+            "whose first layer also took the agent channel; retrain it"
+        )
+    return meta
 
 
 class SB3Policy:

@@ -7,6 +7,7 @@ import math
 import pytest
 import torch
 
+from agents.checkpoint import FILENAME, load_checkpoint
 from agents.networks import ActorCritic, NetworkConfig, egocentric_crop
 from agents.ppo import PPO, PPOConfig, compute_gae
 from envs.arrow_maze import ArrowMazeCore
@@ -110,6 +111,26 @@ def test_egocentric_crop_equals_a_per_env_window_reference():
                     expected[:, dy + r, dx + r] = obs[e, :, y, x]
         assert torch.equal(crop[e], expected)
         assert crop[e, 1, r, r] == 1  # the agent is at the centre
+
+
+def test_an_egocentric_torso_drops_the_constant_agent_channel():
+    """The window's agent channel is a one at the centre for every observation: the torso does not take it."""
+    r, hidden = 3, 8
+    net = ActorCritic((3, 9, 9), 4, NetworkConfig(kind="mlp", hidden=hidden, mlp_layers=1, egocentric=r), False)
+    first = net.torso.layers[1]
+    assert first.in_features == 2 * (2 * r + 1) ** 2
+    obs = torch.zeros(2, 3, 9, 9, dtype=torch.uint8)
+    obs[:, 0, 0, :] = 1  # a wall along the top
+    obs[0, 1, 4, 4] = obs[1, 1, 2, 4] = 1  # the agents, at different distances from it
+    window = egocentric_crop(obs, 1, r)[:, [0, 2]].flatten(1).float()
+    assert torch.allclose(net.torso(obs), torch.tanh(first(window)))
+
+
+def test_a_format_2_egocentric_checkpoint_is_refused_naming_the_change(tmp_path):
+    spec = {"config": {"kind": "mlp", "egocentric": 3}, "obs_shape": [3, 9, 9], "num_actions": 4, "pixels": False}
+    torch.save({"format": 2, "env_name": "arrow_maze", "network": spec, "model": {}}, tmp_path / FILENAME)
+    with pytest.raises(ValueError, match=r"agent channel.*retrain"):
+        load_checkpoint(tmp_path)
 
 
 def test_egocentric_networks_refuse_what_they_cannot_centre():
