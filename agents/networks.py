@@ -136,10 +136,21 @@ class Torso(nn.Module):
                 layers += [nn.Linear(size if i == 0 else cfg.hidden, cfg.hidden), nn.Tanh()]
             self.layers = nn.Sequential(*layers)
 
+    def encode(self, obs: torch.Tensor) -> torch.Tensor:
+        """The torso's input, still ``uint8``: the egocentric window where configured, else ``obs`` itself.
+
+        PPO stores this in its rollout, so the window is cut once per step, not once per epoch.
+        """
+        if self.egocentric is None:
+            return obs
+        return egocentric_crop(obs, self.agent_channel, self.egocentric)[:, self.kept_channels]
+
+    def forward_encoded(self, encoded: torch.Tensor) -> torch.Tensor:
+        """Features of :meth:`encode`'s output."""
+        return self.layers(to_float(encoded, self.pixels))
+
     def forward(self, obs: torch.Tensor) -> torch.Tensor:
-        if self.egocentric is not None:
-            obs = egocentric_crop(obs, self.agent_channel, self.egocentric)[:, self.kept_channels]
-        return self.layers(to_float(obs, self.pixels))
+        return self.forward_encoded(self.encode(obs))
 
 
 class ActorCritic(nn.Module):
@@ -155,6 +166,14 @@ class ActorCritic(nn.Module):
         nn.init.orthogonal_(self.value.weight, gain=1.0)
         nn.init.zeros_(self.value.bias)
 
-    def forward(self, obs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        h = self.torso(obs)
+    def encode(self, obs: torch.Tensor) -> torch.Tensor:
+        """Observations as the torso takes them (:meth:`Torso.encode`)."""
+        return self.torso.encode(obs)
+
+    def forward_encoded(self, encoded: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Logits and value from :meth:`encode`'s output."""
+        h = self.torso.forward_encoded(encoded)
         return self.policy(h), self.value(h).squeeze(-1)
+
+    def forward(self, obs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.forward_encoded(self.encode(obs))

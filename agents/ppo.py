@@ -130,7 +130,7 @@ class PPO:
         self.optimizer = torch.optim.Adam(self.net.parameters(), lr=cfg.lr, eps=1e-5)
         if cfg.bf16 and self.device.type != "cuda":
             raise ValueError(f"agent.bf16=true needs a CUDA device; this run is on {self.device}")
-        self._forward = torch.compile(self.net) if cfg.compile else self.net
+        self._forward_encoded = torch.compile(self.net.forward_encoded) if cfg.compile else self.net.forward_encoded
         self.network_spec = network_spec(net, core.observation_shape, core.num_actions, pixels)
         self.policy = NetworkPolicy(self.net, self.device, seed)
         self._sample_gen = torch.Generator(device=self.device).manual_seed(seed)
@@ -168,15 +168,20 @@ class PPO:
         self.policy.set_rng_state(state["rng"]["policy"])
         self.obs = self.core.reset()
 
-    def forward(self, obs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Logits and values in fp32, through the compiled network and bf16 autocast when configured."""
+    def forward_encoded(self, encoded: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Logits and values in fp32 from encoded observations (``net.encode``), through the compiled
+        network and bf16 autocast when configured."""
         with torch.autocast("cuda", dtype=torch.bfloat16, enabled=self.cfg.bf16):
-            logits, value = self._forward(obs)
+            logits, value = self._forward_encoded(encoded)
         return logits.float(), value.float()
 
-    def act(self, obs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Sampled actions, their log-probabilities and the values, for a batch of observations."""
-        logits, value = self.forward(obs)
+    def forward(self, obs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Logits and values in fp32 for a batch of observations."""
+        return self.forward_encoded(self.net.encode(obs))
+
+    def act(self, encoded: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Sampled actions, their log-probabilities and the values, for a batch of encoded observations."""
+        logits, value = self.forward_encoded(encoded)
         logp_all = torch.log_softmax(logits, dim=-1)
         probs = logp_all.exp()
         action = torch.multinomial(probs, 1, generator=self._sample_gen).squeeze(-1)
@@ -190,7 +195,9 @@ class PPO:
             self.optimizer.param_groups[0]["lr"] = cfg.lr * max(1.0 - self.updates / total_updates, 0.0)
 
         # ------------------------------------------------------------------ rollout
-        obs_buf = torch.empty((t_len, b, *core.observation_shape), dtype=torch.uint8, device=dev)
+        encoded = self.net.encode(self.obs)
+        enc_shape = tuple(encoded.shape[1:])
+        enc_buf = torch.empty((t_len, b, *enc_shape), dtype=encoded.dtype, device=dev)
         actions = torch.empty((t_len, b), dtype=torch.long, device=dev)
         logps, values, rewards, final_values = (torch.zeros((t_len, b), device=dev) for _ in range(4))
         terminated = torch.zeros((t_len, b), dtype=torch.bool, device=dev)
@@ -200,8 +207,8 @@ class PPO:
         sync_free = dev.type != "cpu"
         with torch.no_grad():
             for t in range(t_len):
-                obs_buf[t] = self.obs
-                actions[t], logps[t], values[t] = self.act(self.obs)
+                enc_buf[t] = encoded
+                actions[t], logps[t], values[t] = self.act(encoded)
                 r = core.step(actions[t])
                 rewards[t], terminated[t], truncated[t] = r.reward, r.terminated, r.truncated
                 # Truncated episodes bootstrap from their final observation. On CPU, skip the value
@@ -214,7 +221,8 @@ class PPO:
                 ended["success"] += (r.info["success"].float() * done).sum()
                 ended["length"] += (r.info["episode_length"].float() * done).sum()
                 self.obs = r.obs
-            last_value = self.forward(self.obs)[1]
+                encoded = self.net.encode(self.obs)
+            last_value = self.forward_encoded(encoded)[1]
 
         # --------------------------------------------------------------- advantages
         advantages, returns = compute_gae(
@@ -222,7 +230,9 @@ class PPO:
         )
 
         # ------------------------------------------------------------------- update
-        b_obs = obs_buf.reshape(t_len * b, *core.observation_shape)
+        # Minibatches are gathered with index_select: for uint8 rows it is about 10x faster on the CPU
+        # than advanced indexing (b_enc[mb]).
+        b_enc = enc_buf.reshape(t_len * b, *enc_shape)
         b_actions, b_logps, b_values = actions.reshape(-1), logps.reshape(-1), values.reshape(-1)
         b_adv, b_returns = advantages.reshape(-1), returns.reshape(-1)
         size = t_len * b // cfg.minibatches
@@ -231,7 +241,7 @@ class PPO:
             perm = torch.randperm(t_len * b, device=dev, generator=self._perm_gen)
             for start_i in range(0, t_len * b, size):
                 mb = perm[start_i : start_i + size]
-                logits, new_value = self.forward(b_obs[mb])
+                logits, new_value = self.forward_encoded(b_enc.index_select(0, mb))
                 logp_all = torch.log_softmax(logits, dim=-1)
                 new_logp = logp_all.gather(1, b_actions[mb, None]).squeeze(-1)
                 entropy = -(logp_all.exp() * logp_all).sum(-1).mean()

@@ -227,7 +227,8 @@ def run_training_benchmarks(cfg: DictConfig, base: GridEnvConfig) -> dict[str, A
         out["throughput"].append(r)
         rate = f"{r['steps_per_s']:,.0f}" if r["steps_per_s"] else "too few iterations to time"
         print(f"throughput {backend:>6}: {rate} env steps/s over {r['env_steps']:,} steps")
-    for backend in [b for b in tcfg.backends if b != "sb3_dummy"]:  # too slow to train to a target
+    timed = tcfg.backends if tcfg.time_to_target else []
+    for backend in [b for b in timed if b != "sb3_dummy"]:  # too slow to train to a target
         r = bench_training(target_env, target_agent, backend, tcfg.max_steps, tcfg.target, tcfg.max_seconds)
         out["time_to_target"].append(r)
         print(
