@@ -74,6 +74,13 @@ def test_one_ppo_iteration_on_each_env_gives_finite_statistics(env, kind):
     assert any(not torch.equal(a, p) for a, p in zip(before, ppo.net.parameters(), strict=True))
 
 
+def test_the_mlp_activation_is_a_config_value_and_a_bad_one_is_named():
+    net = ActorCritic((3, 9, 9), 4, NetworkConfig(kind="mlp", hidden=8, mlp_layers=2, activation="relu"), False)
+    assert [type(m).__name__ for m in net.torso.layers] == ["Flatten", "Linear", "ReLU", "Linear", "ReLU"]
+    with pytest.raises(ValueError, match=r"agent\.network\.activation='gelu'"):
+        NetworkConfig(kind="mlp", activation="gelu").validate()
+
+
 def test_impala_network_runs_on_any_canvas():
     net = ActorCritic((3, 25, 25), 4, NetworkConfig(), pixels=False)
     for side in (9, 13, 25, 31):
