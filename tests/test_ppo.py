@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import shutil
 
 import pytest
 import torch
@@ -79,6 +80,20 @@ def test_the_mlp_activation_is_a_config_value_and_a_bad_one_is_named():
     assert [type(m).__name__ for m in net.torso.layers] == ["Flatten", "Linear", "ReLU", "Linear", "ReLU"]
     with pytest.raises(ValueError, match=r"agent\.network\.activation='gelu'"):
         NetworkConfig(kind="mlp", activation="gelu").validate()
+
+
+@pytest.mark.skipif(shutil.which("c++") is None, reason="torch.compile on the CPU needs a C++ compiler")
+def test_a_compiled_ppo_trains_as_the_eager_one():
+    """agent.compile=true: the same iterations, the same statistics up to float reordering (about 30 s of compiling)."""
+    stats = []
+    for compiled in (False, True):
+        core = ArrowMazeCore(small_config(), "train", num_envs=16, seed=0)
+        cfg = PPOConfig(num_envs=16, num_steps=8, minibatches=2, epochs=1, compile=compiled)
+        ppo = PPO(core, cfg, NetworkConfig(kind="mlp", hidden=32, egocentric=3), seed=0)
+        stats.append([ppo.train_iteration() for _ in range(2)])
+    for eager, compiled in zip(*stats, strict=True):
+        for key in ("policy_loss", "value_loss", "entropy"):
+            assert math.isclose(eager[key], compiled[key], rel_tol=1e-3, abs_tol=1e-6), key
 
 
 def test_impala_network_runs_on_any_canvas():
