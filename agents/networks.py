@@ -118,8 +118,9 @@ class Torso(nn.Module):
                 raise ValueError(f"agent.network.agent_channel={cfg.agent_channel} is not a channel of {obs_shape}")
             # The window's agent channel is the same for every observation (a one at the centre), so the
             # torso keeps the other channels only: a third fewer first-layer FLOPs with 3 channels.
-            self.kept_channels = [c for c in range(obs_shape[0]) if c != cfg.agent_channel]
-            obs_shape = (len(self.kept_channels), 2 * cfg.egocentric + 1, 2 * cfg.egocentric + 1)
+            kept = [c for c in range(obs_shape[0]) if c != cfg.agent_channel]
+            self.register_buffer("kept_channels", torch.tensor(kept), persistent=False)
+            obs_shape = (len(kept), 2 * cfg.egocentric + 1, 2 * cfg.egocentric + 1)
         in_channels = obs_shape[-1] if pixels else obs_shape[0]
         if cfg.kind == "impala":
             stacks, c = [], in_channels
@@ -150,7 +151,8 @@ class Torso(nn.Module):
         """
         if self.egocentric is None:
             return obs
-        return egocentric_crop(obs, self.agent_channel, self.egocentric)[:, self.kept_channels]
+        window = egocentric_crop(obs, self.agent_channel, self.egocentric)
+        return window.index_select(1, self.kept_channels)  # not window[:, list]: slow for uint8 on the CPU
 
     def forward_encoded(self, encoded: torch.Tensor) -> torch.Tensor:
         """Features of :meth:`encode`'s output."""
