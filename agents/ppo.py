@@ -211,11 +211,15 @@ class PPO:
                 actions[t], logps[t], values[t] = self.act(encoded)
                 r = core.step(actions[t])
                 rewards[t], terminated[t], truncated[t] = r.reward, r.terminated, r.truncated
-                # Truncated episodes bootstrap from their final observation. On CPU, skip the value
-                # pass when none was truncated; on an accelerator that check would cost a host
-                # sync every step, so the pass always runs (only the truncated rows are kept).
-                if sync_free or bool(r.truncated.any()):
+                # Truncated episodes bootstrap from their final observation. On an accelerator the value
+                # pass runs on every env and keeps the truncated rows, since picking rows out would cost
+                # a host sync every step. On the CPU it runs on the truncated rows only (a few of 256 on
+                # most steps), which saves about a sixth of an MLP iteration.
+                if sync_free:
                     final_values[t] = torch.where(r.truncated, self.forward(core.final_obs())[1], 0.0)
+                elif bool(r.truncated.any()):
+                    rows = r.truncated.nonzero().squeeze(1)
+                    final_values[t].index_copy_(0, rows, self.forward(core.final_obs().index_select(0, rows))[1])
                 done = r.done.float()
                 ended["episodes"] += done.sum()
                 ended["success"] += (r.info["success"].float() * done).sum()

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import copy
 import math
 import shutil
 
 import pytest
 import torch
 
+import agents.ppo as ppo_module
 from agents.checkpoint import FILENAME, load_checkpoint
 from agents.networks import ActorCritic, NetworkConfig, egocentric_crop
 from agents.ppo import PPO, PPOConfig, compute_gae
@@ -58,6 +60,35 @@ def test_truncation_bootstraps_from_the_final_value_and_termination_does_not():
     terminated_adv, _ = compute_gae(reward, value, last, ~zeros.bool(), zeros.bool(), final, 0.9, 0.95)
     assert math.isclose(float(truncated_adv), 1.0 + 0.9 * 10.0 - 0.5, rel_tol=1e-6)
     assert math.isclose(float(terminated_adv), 1.0 - 0.5, rel_tol=1e-6)
+
+
+def test_the_rollout_bootstraps_each_truncated_step_from_its_final_observation(monkeypatch):
+    """final_values[t, e] is V(final observation) where step t truncated env e's episode, and 0 elsewhere."""
+    cfg = small_config(distributions={"train": {"min_size": 3, "max_size": 3}})  # 36-step time limit
+    core = ArrowMazeCore(cfg, "train", num_envs=8, seed=0)
+    ppo = PPO(core, PPOConfig(num_envs=8, num_steps=40, minibatches=2, epochs=1), NetworkConfig(kind="mlp", hidden=16))
+    finals, captured = [], {}
+    step, gae = core.step, ppo_module.compute_gae
+
+    def recording_step(action):
+        result = step(action)
+        finals.append(core.final_obs().clone())
+        return result
+
+    def capture(*args):
+        captured["args"] = args
+        return gae(*args)
+
+    monkeypatch.setattr(core, "step", recording_step)
+    monkeypatch.setattr(ppo_module, "compute_gae", capture)
+    net_before_update = copy.deepcopy(ppo.net)
+    ppo.train_iteration()
+    truncated, final_values = captured["args"][4], captured["args"][5]
+    assert truncated.any() and not truncated.all()
+    with torch.no_grad():
+        expected = torch.stack([net_before_update(obs)[1] for obs in finals])
+    assert torch.allclose(final_values[truncated], expected[truncated], atol=1e-6)
+    assert torch.equal(final_values[~truncated], torch.zeros_like(final_values[~truncated]))
 
 
 @pytest.mark.parametrize("kind", ["impala", "mlp"])
