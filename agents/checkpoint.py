@@ -1,12 +1,25 @@
-"""Checkpoints: weights, optimiser, RNG states, step counts and the resolved configs, written atomically.
+"""Checkpoints: weights, optimiser, RNG states, step counts and the resolved configs, written atomically
+and verified on load.
 
 Written to a temporary file in the run dir, fsynced, then ``os.replace``d over ``checkpoint.pt``, so
 a crash never leaves a half-written checkpoint. Everything in it is a tensor or a plain container,
 so it loads with ``torch.load(weights_only=True)``: loading our own checkpoints executes no code.
+
+Each checkpoint carries ``content_sha256``, a SHA-256 over its content (every tensor's dtype, shape
+and bytes, and every plain value, in order), computed before it is written and checked on load: a
+flipped byte in the weights, which ``torch.load`` itself does not notice, is refused. The hash is
+over content rather than file bytes so the file stays one flat dict that ``torch.load`` reads as it
+is. Every way a load can fail (empty, truncated, not a torch file, an object that is not a plain
+container, missing fields, a hash mismatch) raises :class:`CheckpointError` naming the file.
 """
 
 from __future__ import annotations
 
+import hashlib
+import io
+import logging
+import struct
+import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -14,16 +27,86 @@ import torch
 
 from envs.atomic import atomic_path
 
-FORMAT = 3  # 2: records the network spec (agents.policy.network_spec); 3: egocentric torsos drop the agent channel
+log = logging.getLogger(__name__)
+
+# 2: records the network spec (agents.policy.network_spec); 3: egocentric torsos drop the agent channel;
+# 4: a content hash, verified on load
+FORMAT = 4
 FILENAME = "checkpoint.pt"
 SB3_MODEL_FILENAME = "model.zip"  # what the SB3 backend saves in a run dir (agents/sb3.py)
+HASH_KEY = "content_sha256"
+REQUIRED = ("format", "env_name")
+"""Fields every checkpoint has; :func:`require` checks those a caller needs beyond these."""
+TRAINING_FIELDS = ("model", "network", "optimizer", "env_steps", "updates", "rng", "env_config", "run_config")
+"""Fields a run needs to continue training from a checkpoint."""
+
+
+class CheckpointError(ValueError):
+    """A checkpoint file cannot be used; the message names the file and what is wrong with it."""
+
+
+def content_hash(state: dict[str, Any]) -> str:
+    """SHA-256 over the content of ``state`` (without its own hash field): tensors by dtype, shape and bytes."""
+    digest = hashlib.sha256()
+    _feed(digest, {k: v for k, v in state.items() if k != HASH_KEY})
+    return digest.hexdigest()
+
+
+def _feed(digest: Any, value: Any) -> None:
+    """Add ``value`` to ``digest`` with a type tag, so different structures never hash alike."""
+    if isinstance(value, torch.Tensor):
+        t = value.detach().cpu().contiguous().reshape(-1)
+        digest.update(f"T{t.dtype}{tuple(value.shape)}".encode())
+        digest.update(t.view(torch.uint8).numpy().tobytes())
+    elif isinstance(value, dict):
+        digest.update(b"D%d" % len(value))
+        for key, item in value.items():
+            _feed(digest, key)
+            _feed(digest, item)
+    elif isinstance(value, list | tuple):
+        digest.update(b"L" if isinstance(value, list) else b"U")
+        digest.update(b"%d" % len(value))
+        for item in value:
+            _feed(digest, item)
+    elif isinstance(value, bool) or value is None:
+        digest.update(f"B{value}".encode())
+    elif isinstance(value, int):
+        digest.update(f"I{value}".encode())
+    elif isinstance(value, float):
+        digest.update(b"F" + struct.pack("<d", value))
+    elif isinstance(value, str):
+        digest.update(b"S%d:" % len(value) + value.encode())
+    elif isinstance(value, bytes):
+        digest.update(b"Y%d:" % len(value) + value)
+    else:
+        raise TypeError(f"a checkpoint holds tensors and plain values only, not {type(value).__name__}")
+
+
+def _non_finite_parameters(model: Any) -> list[str]:
+    if not isinstance(model, dict):
+        return []
+    return [
+        k for k, v in model.items() if isinstance(v, torch.Tensor) and v.is_floating_point() and not v.isfinite().all()
+    ]
 
 
 def save_checkpoint(run_dir: Path, state: dict[str, Any]) -> Path:
-    """Atomically write ``state`` (plus the format version) to ``run_dir/checkpoint.pt``."""
+    """Atomically write ``state`` (plus the format version and its content hash) to ``run_dir/checkpoint.pt``.
+
+    Refuses (``FloatingPointError``) weights that are not finite, so the last good checkpoint survives a
+    blow-up. The file is serialised in memory and written with plain file I/O, so a full disk is an
+    ``OSError`` (ENOSPC) that says so, and the previous checkpoint stays.
+    """
     path = Path(run_dir) / FILENAME
+    bad = _non_finite_parameters(state.get("model"))
+    if bad:
+        raise FloatingPointError(f"not writing {path}: non-finite weights in {bad}; the previous checkpoint is kept")
+    full = {"format": FORMAT, **{k: v for k, v in state.items() if k != "format"}}
+    full[HASH_KEY] = content_hash(full)
+    buffer = io.BytesIO()
+    torch.save(full, buffer)
     with atomic_path(path) as tmp:
-        torch.save({"format": FORMAT, **state}, tmp)
+        tmp.write_bytes(buffer.getbuffer())
     return path
 
 
@@ -43,18 +126,59 @@ def find_checkpoint(where: str | Path) -> Path:
 
 
 def load_checkpoint(where: str | Path, env_name: str | None = None) -> dict[str, Any]:
-    """Load a checkpoint (weights only: no code runs); with ``env_name``, refuse another env's."""
+    """Load and verify a checkpoint (weights only: no code runs); with ``env_name``, refuse another env's.
+
+    Raises :class:`CheckpointError` naming the file for anything unusable, ``FileNotFoundError`` when
+    there is no file.
+    """
     path = find_checkpoint(where)
-    state = torch.load(path, map_location="cpu", weights_only=True)
-    if state.get("format") not in (2, FORMAT):
-        raise ValueError(f"{path}: checkpoint format {state.get('format')!r}, expected {FORMAT}")
-    if state["format"] == 2:
-        if (state.get("network") or {}).get("config", {}).get("egocentric") is not None:
-            raise ValueError(
-                f"{path}: a format-2 checkpoint of an egocentric network, whose first layer also took the agent "
-                f"channel that format {FORMAT} drops; retrain it"
+    if path.stat().st_size == 0:
+        raise CheckpointError(f"{path} is empty (a write that never finished, or a truncated copy)")
+    if not zipfile.is_zipfile(path):  # torch.save writes a zip archive; pickle bytes can't be told from garbage
+        raise CheckpointError(f"{path} is not a torch checkpoint (not a zip archive): truncated, or another file")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:
+        if "Unsupported global" in str(err) or "GLOBAL" in str(err):  # an object torch would have to construct
+            raise CheckpointError(
+                f"{path} holds objects other than tensors and plain containers; refused without running them "
+                "(checkpoints load with weights_only=True)"
+            ) from err
+        raise CheckpointError(f"{path} is not a readable checkpoint (corrupt or truncated): {err}") from err
+    if not isinstance(state, dict):
+        raise CheckpointError(f"{path} holds a {type(state).__name__}, not a checkpoint (a dict of fields)")
+    require(state, REQUIRED, path)
+    version = state["format"]
+    if version not in (2, 3, FORMAT):
+        raise CheckpointError(f"{path}: checkpoint format {version!r}, expected {FORMAT} (or 2, 3)")
+    if version == FORMAT:
+        recorded = state.get(HASH_KEY)
+        if not isinstance(recorded, str):
+            raise CheckpointError(f"{path}: format {FORMAT} without its {HASH_KEY}; the file was altered")
+        try:
+            actual = content_hash(state)
+        except TypeError as err:
+            raise CheckpointError(f"{path}: {err}") from err
+        if actual != recorded:
+            raise CheckpointError(
+                f"{path}: content hash mismatch (recorded {recorded[:12]}…, computed {actual[:12]}…): the file was "
+                "corrupted or altered after it was written; use an earlier copy or retrain"
             )
-        state["format"] = FORMAT  # otherwise the same as format 3
+    else:
+        log.warning("%s: format-%d checkpoint, written before content hashes; loaded unverified", path, version)
+    if version == 2 and (state.get("network") or {}).get("config", {}).get("egocentric") is not None:
+        raise CheckpointError(
+            f"{path}: a format-2 checkpoint of an egocentric network, whose first layer also took the agent "
+            f"channel that format {FORMAT} drops; retrain it"
+        )
+    state["format"] = FORMAT  # formats 2 and 3 are otherwise the same as 4
     if env_name is not None and state["env_name"] != env_name:
-        raise ValueError(f"{path} is a checkpoint of env {state['env_name']!r}, not {env_name!r}")
+        raise CheckpointError(f"{path} is a checkpoint of env {state['env_name']!r}, not {env_name!r}")
     return state
+
+
+def require(state: dict[str, Any], fields: tuple[str, ...], path: str | Path) -> None:
+    """Raise :class:`CheckpointError` naming ``path`` if ``state`` lacks any of ``fields``."""
+    missing = [f for f in fields if f not in state]
+    if missing:
+        raise CheckpointError(f"{path}: the checkpoint lacks {missing}; it was not written by this trainer, or altered")

@@ -12,6 +12,8 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
+from envs.config import ConfigError
+
 ACTIVATIONS = {"tanh": nn.Tanh, "relu": nn.ReLU}
 
 
@@ -41,18 +43,18 @@ class NetworkConfig:
 
     def validate(self) -> NetworkConfig:
         if self.kind not in ("impala", "mlp"):
-            raise ValueError(f"agent.network.kind={self.kind!r} is not one of ['impala', 'mlp']")
+            raise ConfigError(f"agent.network.kind={self.kind!r} is not one of ['impala', 'mlp']")
         if self.activation not in ACTIVATIONS:
-            raise ValueError(f"agent.network.activation={self.activation!r} is not one of {sorted(ACTIVATIONS)}")
+            raise ConfigError(f"agent.network.activation={self.activation!r} is not one of {sorted(ACTIVATIONS)}")
         if not self.channels or min(self.channels) < 1:
-            raise ValueError(f"agent.network.channels={self.channels} must be a non-empty list of positive ints")
+            raise ConfigError(f"agent.network.channels={self.channels} must be a non-empty list of positive ints")
         for key in ("pool", "hidden", "mlp_layers"):
             if getattr(self, key) < 1:
-                raise ValueError(f"agent.network.{key}={getattr(self, key)} must be >= 1")
+                raise ConfigError(f"agent.network.{key}={getattr(self, key)} must be >= 1")
         if self.egocentric is not None and self.egocentric < 1:
-            raise ValueError(f"agent.network.egocentric={self.egocentric} must be >= 1 (or null)")
+            raise ConfigError(f"agent.network.egocentric={self.egocentric} must be >= 1 (or null)")
         if self.agent_channel < 0:
-            raise ValueError(f"agent.network.agent_channel={self.agent_channel} must be >= 0")
+            raise ConfigError(f"agent.network.agent_channel={self.agent_channel} must be >= 0")
         return self
 
 
@@ -115,7 +117,7 @@ class Torso(nn.Module):
             if pixels:
                 raise ValueError("agent.network.egocentric needs symbolic observations (env.obs_mode=symbolic)")
             if not 0 <= cfg.agent_channel < obs_shape[0]:
-                raise ValueError(f"agent.network.agent_channel={cfg.agent_channel} is not a channel of {obs_shape}")
+                raise ConfigError(f"agent.network.agent_channel={cfg.agent_channel} is not a channel of {obs_shape}")
             # The window's agent channel is the same for every observation (a one at the centre), so the
             # torso keeps the other channels only: a third fewer first-layer FLOPs with 3 channels.
             kept = [c for c in range(obs_shape[0]) if c != cfg.agent_channel]

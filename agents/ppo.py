@@ -8,6 +8,7 @@ next episode.
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -18,7 +19,7 @@ from torch import nn
 
 from agents.networks import ActorCritic, NetworkConfig
 from agents.policy import NetworkPolicy, network_spec
-from envs.config import load_structured
+from envs.config import ConfigError, check_at_least, check_positive, check_probability, load_structured
 
 
 @dataclass
@@ -59,17 +60,19 @@ class PPOConfig:
     """CUDA only: run the network's forward passes under bf16 autocast (losses and optimiser stay fp32)."""
 
     def validate(self) -> PPOConfig:
-        positive = ("num_envs", "num_steps", "lr", "epochs", "minibatches", "max_grad_norm")
-        for key in positive:
-            if not getattr(self, key) > 0:
-                raise ValueError(f"agent.{key}={getattr(self, key)} must be > 0")
+        """Raise :class:`ConfigError` naming the first out-of-range field; return self when valid."""
+        for key in ("num_envs", "num_steps", "epochs", "minibatches"):
+            check_at_least(f"agent.{key}", getattr(self, key), 1)
+        for key in ("lr", "clip_coef", "max_grad_norm"):
+            check_positive(f"agent.{key}", getattr(self, key))
+        for key in ("ent_coef", "vf_coef"):
+            check_at_least(f"agent.{key}", getattr(self, key), 0.0)
         for key in ("gamma", "gae_lambda"):
-            if not 0.0 <= getattr(self, key) <= 1.0:
-                raise ValueError(f"agent.{key}={getattr(self, key)} must be in [0, 1]")
+            check_probability(f"agent.{key}", getattr(self, key))
         self.network.validate()
         if (self.num_envs * self.num_steps) % self.minibatches:
             batch = self.num_envs * self.num_steps
-            raise ValueError(f"agent.minibatches={self.minibatches} must divide num_envs * num_steps = {batch}")
+            raise ConfigError(f"agent.minibatches={self.minibatches} must divide num_envs * num_steps = {batch}")
         return self
 
 
@@ -83,6 +86,18 @@ def check_egocentric(channels: tuple[str, ...], net: NetworkConfig) -> None:
         )
     if "inventory" in channels:
         raise ValueError("agent.network.egocentric would move the positional 'inventory' channel with the agent")
+
+
+def device_memory(device: torch.device) -> int | None:
+    """Total memory of ``device`` in bytes (the host's RAM for the CPU), or ``None`` if unknown."""
+    if device.type == "cuda":
+        return torch.cuda.mem_get_info(device)[1]
+    if device.type == "cpu":
+        try:
+            return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+        except (ValueError, OSError, AttributeError):
+            return None
+    return None
 
 
 def compute_gae(
@@ -136,8 +151,23 @@ class PPO:
         self._sample_gen = torch.Generator(device=self.device).manual_seed(seed)
         self._perm_gen = torch.Generator(device=self.device).manual_seed(seed + 1)
         self.obs = core.reset(seed=seed)
+        self._check_rollout_fits()
         self.env_steps = 0
         self.updates = 0
+
+    def _check_rollout_fits(self) -> None:
+        """A ``ConfigError`` naming the batch shape when the rollout storage alone would exceed the
+        device's memory (instead of an allocator error mid-rollout)."""
+        encoded = self.net.encode(self.obs[:1])
+        # per stored step: the encoded observation, the action (int64), five floats, two bools
+        per_step = encoded.numel() * encoded.element_size() + 8 + 5 * 4 + 2
+        need = self.cfg.num_steps * self.cfg.num_envs * per_step
+        have = device_memory(self.device)
+        if have is not None and need > have:
+            raise ConfigError(
+                f"agent.num_envs={self.cfg.num_envs} x agent.num_steps={self.cfg.num_steps}: the rollout storage "
+                f"needs {need / 2**30:.1f} GiB but {self.device} has {have / 2**30:.1f} GiB"
+            )
 
     def state_dict(self) -> dict[str, Any]:
         """Everything needed to continue training: weights, optimiser, step counts, RNG streams."""
@@ -271,6 +301,7 @@ class PPO:
         out = {k: float(v) / n_mb for k, v in stats.items()}
         if not all(torch.isfinite(torch.tensor(v)) for v in out.values()):
             raise FloatingPointError(f"non-finite PPO loss at update {self.updates}: {out}")
+        self.check_finite()
         episodes = float(ended["episodes"])
         out["episodes"] = episodes
         out["success_rate"] = float(ended["success"]) / episodes if episodes else float("nan")
@@ -280,6 +311,23 @@ class PPO:
         out["env_steps"] = self.env_steps
         out["steps_per_s"] = t_len * b / (time.perf_counter() - start)
         return out
+
+    @torch.no_grad()
+    def check_finite(self) -> None:
+        """Raise ``FloatingPointError`` unless the weights, and the policy's logits and values on the current
+        observations, are finite, with values whose squares are too (the next value loss squares them).
+
+        The losses alone miss a blow-up in an update's last minibatch: weights around 1e20 are finite, and
+        behind a tanh even the logits stay finite, but the value loss of the next update overflows. Checked
+        after every update, so such weights are never checkpointed. One forward pass and one host sync per
+        iteration."""
+        logits, value = self.forward(self.obs)
+        checks = [p.isfinite().all() for p in self.net.parameters()]
+        checks += [logits.isfinite().all(), value.square().isfinite().all()]
+        if not bool(torch.stack(checks).all()):
+            bad = [n for n, p in self.net.named_parameters() if not p.isfinite().all()]
+            where = f"weights {bad}" if bad else "logits or values (the weights have blown up)"
+            raise FloatingPointError(f"non-finite {where} after update {self.updates + 1}")
 
     def train(self, total_env_steps: int, callback: Callable[[dict[str, float]], None] | None = None) -> None:
         """Run iterations until ``total_env_steps`` env steps have been taken."""
@@ -293,5 +341,5 @@ class PPO:
 
 def load_ppo_config(base: Any = None) -> PPOConfig:
     """The agent config: ``PPOConfig`` ← ``base`` (Hydra's ``cfg.agent``), validated.
-    An unknown key or a bad value raises ``ValueError`` naming it."""
+    An unknown key or a bad value raises ``ConfigError`` naming it."""
     return load_structured(PPOConfig, base, None, "agent").validate()

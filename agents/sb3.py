@@ -15,10 +15,20 @@ How SB3 is fitted to the suite:
   to SB3 (bounds 0..1) and pass through as they are.
 - Truncation. SB3 bootstraps a step (``reward += gamma * V(terminal_observation)``) only where the
   info has ``TimeLimit.truncated`` true, so the adapter sets it from the core's ``truncated``.
-- The saved ``model.zip`` holds our metadata (env name, configs, seed) under the key ``misgen`` of the
-  zip's ``data`` JSON, so one file travels, and :func:`load_sb3_policy` checks the env by reading that
-  JSON before SB3 unpickles anything. SB3 zips still execute code when loaded (cloudpickle): load
-  only local, trusted files (DESIGN.md).
+- The saved ``model.zip`` is SB3's own zip (``data``, ``policy.pth``, ``policy.optimizer.pth``,
+  ``pytorch_variables.pth``, version and system info; plain ``PPO.load`` still reads it) plus one
+  member of ours, ``misgen.json`` (metadata format 3): the env name, env and agent configs,
+  observation shape, seed and step count, and the SHA-256 of every other member. Reading the zip
+  verifies every hash, so a changed, missing or added member is refused (:class:`SB3ModelError`,
+  naming the file and what is wrong). Nothing of ours is unpickled: :func:`load_sb3_policy` rebuilds
+  the ``ActorCriticPolicy`` from the JSON configs and loads ``policy.pth`` with
+  ``torch.load(weights_only=True)``; ``train_sb3(resume=True)`` builds a fresh model the same way and
+  loads weights and optimiser as tensors. SB3's ``data`` (cloudpickled objects) is never unpickled.
+  Zips of formats 1 and 2 (metadata under ``misgen`` in the ``data`` JSON, read as JSON only) load
+  the same way, unverified, with a logged warning. A zip without our metadata can only be loaded by
+  unpickling ``data`` (code from the file runs), so :func:`load_sb3_policy` refuses it unless called
+  with ``allow_pickle=True`` (``allow_pickle=true`` for ``experiments.evaluate``): local, trusted
+  files only (DESIGN.md).
 
 What still differs from our PPO (SB3's choices, kept): SB3's value loss is the mean squared error of
 the clipped value only (ours: half the larger of the clipped and unclipped squared errors), and SB3
@@ -32,9 +42,13 @@ crosses the bus.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
+import io
 import json
+import logging
 import time
 import zipfile
+import zlib
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -47,24 +61,44 @@ from stable_baselines3.common.callbacks import BaseCallback
 from stable_baselines3.common.logger import Logger
 from stable_baselines3.common.policies import ActorCriticPolicy
 from stable_baselines3.common.torch_layers import BaseFeaturesExtractor
-from stable_baselines3.common.utils import LinearSchedule
+from stable_baselines3.common.utils import LinearSchedule, get_device
 from stable_baselines3.common.vec_env import VecEnv
 from stable_baselines3.common.vec_env.base_vec_env import VecEnvIndices
 from torch.distributions import Categorical
 
 from agents.checkpoint import SB3_MODEL_FILENAME, find_run_file
 from agents.networks import NetworkConfig, Torso
-from agents.ppo import PPOConfig, check_egocentric
+from agents.ppo import PPOConfig, check_egocentric, load_ppo_config
 from envs import make_core
 from envs.atomic import atomic_path
-from envs.config import config_to_dict, load_structured
+from envs.config import OBS_MODES, ConfigError, config_to_dict, load_env_config, load_structured
 from envs.core import GridCore, StepResult
+from envs.grid import NUM_ACTIONS
 from envs.gym_views import _check_actions, _observation_space
 
+log = logging.getLogger(__name__)
+
 MODEL_FILENAME = SB3_MODEL_FILENAME
+META_MEMBER = "misgen.json"
+"""The zip member holding our metadata and the hashes of the other members (format 3)."""
 META_KEY = "misgen"
-"""Key of our metadata in the ``data`` JSON of a saved zip."""
-META_FORMAT = 2  # 2: egocentric torsos drop the agent channel (agents/networks.py)
+"""Key of our metadata in the ``data`` JSON of zips of formats 1 and 2 (read, no longer written)."""
+HASH_KEY = "sha256"
+"""Key, in ``misgen.json``, of the SHA-256 (hex) of every other member of the zip, by member name."""
+META_FORMAT = 3  # 2: egocentric torsos drop the agent channel (agents/networks.py); 3: misgen.json, hashed
+REQUIRED_META: dict[str, type] = {
+    "env_name": str,
+    "env_config": dict,
+    "agent_config": dict,
+    "observation_shape": list,
+    "env_steps": int,
+}
+"""Fields every metadata block has (and their JSON types): what loading and resuming read."""
+
+
+class SB3ModelError(ValueError):
+    """A model zip that cannot be used (unreadable, changed since saved, incomplete metadata, or not
+    ours and not opted into); the message names the file and what is wrong with it."""
 
 
 # ------------------------------------------------------------------- vec env
@@ -184,8 +218,8 @@ class CoreVecEnv(VecEnv):
 class CorePPO(PPO):
     """SB3's PPO, taking a :class:`CoreVecEnv` as it is (no ``VecTransposeImage``: our Torso reads HWC).
 
-    Its saved zips load with plain ``PPO.load``; to continue training on a core, use
-    ``CorePPO.load(path, env=CoreVecEnv(core))`` (plain ``PPO.load`` would transpose rgb obs).
+    Its saved zips also load with plain ``PPO.load`` (which unpickles); ``train_sb3(resume=True)``
+    continues one without unpickling: a fresh ``CorePPO`` with the saved weights and optimiser.
     """
 
     @staticmethod
@@ -307,7 +341,7 @@ class _Stats(BaseCallback):
         out["steps_per_s"] = self.model.n_steps * self.venv.num_envs / seconds
         if self.report is not None:
             if self._policy is None:
-                self._policy = SB3Policy(self.model, seed=self.model.seed or 0)
+                self._policy = SB3Policy(self.model.policy, seed=self.model.seed or 0)
             self.report(out, self._policy)
         if self.save is not None and self.checkpoint_every and self._iterations % self.checkpoint_every == 0:
             self.save()
@@ -332,7 +366,8 @@ def train_sb3(
     The model is also saved every ``checkpoint_every`` iterations (0: only at the end) and on Ctrl-C,
     with ``extra_meta`` (JSON) beside ours. ``resume``: continue ``run_dir/model.zip`` (weights,
     optimiser, step count; SB3 saves no RNG state, so the level stream restarts from ``seed``) up to
-    ``total_env_steps`` in all.
+    ``total_env_steps`` in all. The zip is verified and nothing in it is unpickled; one saved with other
+    agent or env settings (``device`` aside) is refused, naming the changed keys.
     """
     agent_cfg = agent_cfg.validate()
     run_dir = Path(run_dir)
@@ -344,18 +379,26 @@ def train_sb3(
         check_egocentric(core.channels, agent_cfg.network)
     venv = CoreVecEnv(core)
     iterations = 0
-    if resume:
-        path = find_sb3_model(run_dir)
-        meta = read_sb3_meta(path) or {}
-        if meta.get("agent_config") != dataclasses.asdict(agent_cfg):
-            raise ValueError(
-                f"resume={run_dir}: the model was trained with agent config {meta.get('agent_config')}, this run "
-                f"asks for {dataclasses.asdict(agent_cfg)}; resume with the run's own agent settings"
+    saved = _read_model(run_dir) if resume else None
+    if saved is not None:
+        if saved.meta is None:
+            raise SB3ModelError(
+                f"resume={run_dir}: {saved.path} was not saved by misgen (no {META_MEMBER}); resuming it would "
+                "unpickle its data, which runs code from the file"
             )
-        model = CorePPO.load(path, env=venv, device=core.device)
+        _check_same_settings(run_dir, saved, env_cfg, agent_cfg)
+    model = CorePPO(env=venv, seed=seed, device=core.device, verbose=0, **sb3_ppo_kwargs(agent_cfg))
+    if saved is not None:
+        params = {name: saved.tensors(f"{name}.pth", core.device) for name in ("policy", "policy.optimizer")}
+        try:
+            model.set_parameters(params, exact_match=True, device=core.device)
+        except (RuntimeError, ValueError, KeyError) as err:
+            raise SB3ModelError(
+                f"{saved.path}: its weights do not fit the network its metadata describes ({err})"
+            ) from err
+        model.num_timesteps = saved.meta["env_steps"]
         iterations = model.num_timesteps // (agent_cfg.num_envs * agent_cfg.num_steps)
-    else:
-        model = CorePPO(env=venv, seed=seed, device=core.device, verbose=0, **sb3_ppo_kwargs(agent_cfg))
+        model._n_updates = iterations * agent_cfg.epochs  # as a loaded model's (SB3 counts epochs; only logged)
     model.set_logger(Logger(folder=None, output_formats=[]))  # SB3's default makes a temp dir per run
 
     def save() -> Path:
@@ -382,16 +425,28 @@ def train_sb3(
 
 
 def save_sb3_model(model: PPO, run_dir: Path, meta: dict[str, Any]) -> Path:
-    """Write ``run_dir/model.zip`` atomically (temp file, fsync, ``os.replace``), with ``meta`` in it.
+    """Write ``run_dir/model.zip`` atomically (temp file, fsync, ``os.replace``): SB3's zip plus ``misgen.json``.
 
-    ``meta`` (JSON-serialisable, with ``env_name``) goes into the zip's ``data`` under ``misgen``.
+    ``misgen.json`` holds ``meta`` (JSON, with at least the fields of :data:`REQUIRED_META`) and the
+    SHA-256 of every member SB3 wrote, which every load verifies. Nothing of ours goes into SB3's
+    pickled ``data``.
     """
     path = Path(run_dir) / MODEL_FILENAME
     meta = {"format": META_FORMAT, **meta}
-    json.dumps(meta)  # fails here, not silently: SB3 would cloudpickle what JSON cannot hold
-    setattr(model, META_KEY, meta)
-    with atomic_path(path) as tmp, open(tmp, "wb") as f:
-        model.save(f)  # to a file object: given a path, SB3 would append ".zip" to the temp name
+    if HASH_KEY in meta:
+        raise ValueError(f"save_sb3_model: {HASH_KEY!r} is the key of the member hashes, not a metadata field")
+    _check_fields(path, meta)
+    json.dumps(meta)  # fails here, before anything is written
+    bad = [name for name, p in model.policy.named_parameters() if not bool(p.isfinite().all())]
+    if bad:  # a blow-up is never saved: the previous model stays
+        raise FloatingPointError(f"not writing {path}: non-finite weights in {bad}; the previous model is kept")
+    buffer = io.BytesIO()
+    model.save(buffer)  # to a file object: given a path, SB3 would append ".zip" to the temp name
+    with zipfile.ZipFile(buffer, "a") as archive:
+        hashes = {name: hashlib.sha256(archive.read(name)).hexdigest() for name in archive.namelist()}
+        archive.writestr(META_MEMBER, json.dumps({**meta, HASH_KEY: hashes}, indent=1))
+    with atomic_path(path) as tmp:
+        tmp.write_bytes(buffer.getvalue())
     return path
 
 
@@ -401,42 +456,195 @@ def find_sb3_model(where: str | Path) -> Path:
     return find_run_file(where, MODEL_FILENAME, "SB3 model")
 
 
-def read_sb3_meta(where: str | Path) -> dict[str, Any] | None:
-    """Our metadata of a saved zip (``None`` for a zip SB3 saved on its own); reads JSON only, runs no code.
+@dataclasses.dataclass(frozen=True)
+class _ModelZip:
+    """A model zip read once: its members' bytes (the very bytes verified) and our metadata.
 
-    Refuses a format-1 zip of an egocentric network, whose first layer took the agent channel that
-    format 2 drops.
+    ``meta`` is ``None`` for a zip SB3 saved on its own; ``verified`` is false for formats 1 and 2.
+    """
+
+    path: Path
+    members: dict[str, bytes]
+    meta: dict[str, Any] | None
+    verified: bool
+
+    def tensors(self, member: str, device: torch.device | str) -> dict[str, Any]:
+        """A ``.pth`` member loaded with ``torch.load(weights_only=True)``: tensors and plain containers only."""
+        if member not in self.members:
+            raise SB3ModelError(f"{self.path}: the zip has no {member}")
+        try:
+            state = torch.load(io.BytesIO(self.members[member]), map_location=device, weights_only=True)
+        except Exception as err:  # torch raises many types for a bad file; all mean the same here
+            raise SB3ModelError(f"{self.path}: {member} is not a weights-only torch file ({err})") from err
+        if not isinstance(state, dict):
+            raise SB3ModelError(f"{self.path}: {member} holds a {type(state).__name__}, not a state dict")
+        return state
+
+
+_ZIP_ERRORS = (zipfile.BadZipFile, EOFError, zlib.error, NotImplementedError, RuntimeError, ValueError, OSError)
+"""What ``zipfile`` raises on an empty, truncated, corrupt (CRC), encrypted or otherwise unreadable file."""
+
+
+def _read_model(where: str | Path) -> _ModelZip:
+    """Read and check the zip named by ``where`` (JSON and bytes only: nothing is unpickled).
+
+    Ours (``misgen.json``): every member hash verified, fields checked. Formats 1 and 2 (metadata in
+    ``data``): fields checked, a warning that nothing is verified. Anything unreadable raises
+    :class:`SB3ModelError`; a missing file ``FileNotFoundError``.
     """
     path = find_sb3_model(where)
     try:
         with zipfile.ZipFile(path) as archive:
-            data = json.loads(archive.read("data"))
-    except (zipfile.BadZipFile, KeyError, json.JSONDecodeError) as err:
-        raise ValueError(f"{path} is not an SB3 model zip: {err}") from err
-    meta = data.get(META_KEY)
+            names = archive.namelist()
+            members = {name: archive.read(name) for name in names}
+    except _ZIP_ERRORS as err:
+        raise SB3ModelError(f"{path} is not a readable zip ({type(err).__name__}: {err})") from err
+    if len(members) != len(names):
+        twice = sorted({name for name in names if names.count(name) > 1})
+        raise SB3ModelError(f"{path}: the zip holds more than one member named {twice}; not loading it")
+    if META_MEMBER in members:
+        return _ModelZip(path, members, _verified_meta(path, members), verified=True)
+    meta = _legacy_meta(path, members)
+    return _ModelZip(path, members, meta, verified=False)
+
+
+def _json(path: Path, member: str, raw: bytes) -> Any:
+    try:
+        return json.loads(raw)
+    except ValueError as err:  # JSONDecodeError and UnicodeDecodeError
+        raise SB3ModelError(f"{path}: its {member} member is not valid JSON ({err})") from err
+
+
+def _verified_meta(path: Path, members: dict[str, bytes]) -> dict[str, Any]:
+    """The metadata of ``misgen.json``, once every other member matches the hash recorded there."""
+    meta = _json(path, META_MEMBER, members[META_MEMBER])
     if not isinstance(meta, dict):
-        return None
-    network = (meta.get("agent_config") or {}).get("network") or {}
-    if meta.get("format", 1) < 2 and network.get("egocentric") is not None:
-        raise ValueError(
-            f"{path}: an SB3 model of an egocentric network saved before metadata format {META_FORMAT}, "
-            "whose first layer also took the agent channel; retrain it"
-        )
+        raise SB3ModelError(f"{path}: {META_MEMBER} holds a JSON {type(meta).__name__}, not an object")
+    recorded = meta.pop(HASH_KEY, None)
+    if not isinstance(recorded, dict) or not all(isinstance(h, str) for h in recorded.values()):
+        raise SB3ModelError(f"{path}: {META_MEMBER} has no {HASH_KEY!r} table of the members' hashes")
+    present = set(members) - {META_MEMBER}
+    missing, unrecorded = sorted(set(recorded) - present), sorted(present - set(recorded))
+    if missing:
+        raise SB3ModelError(f"{path}: members {missing} recorded in {META_MEMBER} are missing from the zip")
+    if unrecorded:
+        raise SB3ModelError(f"{path}: members {unrecorded} are not recorded in {META_MEMBER} (added after saving)")
+    for name in sorted(present):
+        if hashlib.sha256(members[name]).hexdigest() != recorded[name]:
+            raise SB3ModelError(
+                f"{path}: {name} does not match the SHA-256 recorded in {META_MEMBER}; the file was changed or "
+                "corrupted after it was saved"
+            )
+    if meta.get("format") != META_FORMAT:
+        raise SB3ModelError(f"{path}: {META_MEMBER} is of metadata format {meta.get('format')!r}, not {META_FORMAT}")
+    _check_fields(path, meta)
     return meta
 
 
-class SB3Policy:
-    """A ``Policy`` over a loaded SB3 PPO model: its own actor, on ``uint8`` obs as the cores give them."""
+def _legacy_meta(path: Path, members: dict[str, bytes]) -> dict[str, Any] | None:
+    """Metadata of formats 1 and 2, read as JSON from SB3's ``data`` (``None``: none, a foreign zip)."""
+    if "data" not in members:
+        raise SB3ModelError(f"{path}: neither {META_MEMBER} nor SB3's data member; not an SB3 model zip")
+    data = _json(path, "data", members["data"])
+    if not isinstance(data, dict):
+        raise SB3ModelError(f"{path}: its data member holds a JSON {type(data).__name__}, not an object")
+    if META_KEY not in data:
+        return None
+    meta = data[META_KEY]
+    if not isinstance(meta, dict):
+        raise SB3ModelError(f"{path}: the {META_KEY!r} metadata in its data is a {type(meta).__name__}, not an object")
+    meta = {"format": 1, **meta}
+    if isinstance(meta["format"], bool) or meta["format"] not in (1, 2):
+        raise SB3ModelError(f"{path}: metadata format {meta['format']!r} in its data; only formats 1 and 2 go there")
+    _check_fields(path, meta)
+    network = meta["agent_config"].get("network") or {}
+    if meta["format"] < 2 and isinstance(network, dict) and network.get("egocentric") is not None:
+        raise SB3ModelError(
+            f"{path}: an SB3 model of an egocentric network saved before metadata format 2, "
+            "whose first layer also took the agent channel; retrain it"
+        )
+    log.warning(
+        "%s: SB3 model of metadata format %s, without content hashes: not verified (its JSON and weights are "
+        "read, nothing is unpickled); retrain or re-save it for a verified file",
+        path,
+        meta["format"],
+    )
+    return meta
 
-    def __init__(self, model: PPO, seed: int = 0) -> None:
-        self.model = model
-        self.device = torch.device(model.device)
-        model.policy.set_training_mode(False)
+
+def _check_fields(path: Path, meta: dict[str, Any]) -> None:
+    """Refuse metadata without the fields of :data:`REQUIRED_META`, or with values of the wrong JSON type."""
+    missing = [key for key in REQUIRED_META if key not in meta]
+    if missing:
+        raise SB3ModelError(f"{path}: its metadata lacks the fields {missing}")
+    wrong = [
+        f"{key} is a {type(meta[key]).__name__}, not a {kind.__name__}"
+        for key, kind in REQUIRED_META.items()
+        if not isinstance(meta[key], kind) or isinstance(meta[key], bool)
+    ]
+    shape = meta["observation_shape"]
+    if isinstance(shape, list) and not all(isinstance(n, int) and not isinstance(n, bool) and n > 0 for n in shape):
+        wrong.append(f"observation_shape {shape} is not a list of positive integers")
+    if wrong:
+        raise SB3ModelError(f"{path}: its metadata is malformed: {'; '.join(wrong)}")
+
+
+def read_sb3_meta(where: str | Path) -> dict[str, Any] | None:
+    """Our metadata of a saved zip, verified (``None`` for a zip SB3 saved on its own); runs no code.
+
+    Raises :class:`SB3ModelError` naming the file when it is unreadable or fails its hashes, and for a
+    format-1 zip of an egocentric network, whose first layer took the agent channel that format 2 drops.
+    """
+    meta = _read_model(where).meta
+    return None if meta is None else dict(meta)
+
+
+def _trained_observation_space(meta: dict[str, Any], path: Path) -> spaces.Box:
+    """The observation space the model was trained on, from its metadata (as ``envs.gym_views`` builds it)."""
+    obs_mode = meta["env_config"].get("obs_mode", "symbolic")
+    if obs_mode not in OBS_MODES:
+        raise SB3ModelError(f"{path}: its env config's obs_mode={obs_mode!r} is not one of {list(OBS_MODES)}")
+    high = 1 if obs_mode == "symbolic" else 255
+    return spaces.Box(low=0, high=high, shape=tuple(meta["observation_shape"]), dtype=np.uint8)
+
+
+def _agent_config(saved: _ModelZip) -> PPOConfig:
+    try:
+        return load_ppo_config(saved.meta["agent_config"])
+    except ConfigError as err:
+        raise SB3ModelError(f"{saved.path}: its agent config is not one this code can build ({err})") from err
+
+
+def _build_policy(saved: _ModelZip, device: torch.device | str) -> ActorCriticPolicy:
+    """The saved policy rebuilt from its JSON configs, with ``policy.pth`` loaded (strict) as tensors."""
+    agent_cfg = _agent_config(saved)
+    obs_space = _trained_observation_space(saved.meta, saved.path)
+    kwargs = sb3_ppo_kwargs(agent_cfg)["policy_kwargs"]
+    device = get_device(device)
+    weights = saved.tensors("policy.pth", device)
+    try:
+        policy = ActorCriticPolicy(obs_space, spaces.Discrete(NUM_ACTIONS), lambda _: agent_cfg.lr, **kwargs)
+        policy.to(device).load_state_dict(weights, strict=True)
+    except (RuntimeError, ValueError) as err:
+        raise SB3ModelError(
+            f"{saved.path}: its policy.pth does not fit the network its metadata describes ({err})"
+        ) from err
+    return policy
+
+
+class SB3Policy:
+    """A ``Policy`` over an SB3 actor-critic policy (a live model's ``model.policy``, or a loaded one): its
+    own actor, on ``uint8`` obs as the cores give them."""
+
+    def __init__(self, policy: ActorCriticPolicy, seed: int = 0) -> None:
+        self.policy = policy
+        self.device = torch.device(policy.device)
+        policy.set_training_mode(False)
         self._gen = torch.Generator(device=self.device).manual_seed(seed)
 
     @torch.no_grad()
     def distribution(self, obs: torch.Tensor) -> Categorical:
-        return self.model.policy.get_distribution(obs).distribution
+        return self.policy.get_distribution(obs).distribution
 
     @torch.no_grad()
     def act(self, obs: torch.Tensor, deterministic: bool = False) -> torch.Tensor:
@@ -447,20 +655,72 @@ class SB3Policy:
 
 
 def load_sb3_policy(
-    where: str | Path, env_name: str | None = None, device: torch.device | str = "cpu", seed: int = 0
+    where: str | Path,
+    env_name: str | None = None,
+    device: torch.device | str = "cpu",
+    seed: int = 0,
+    allow_pickle: bool = False,
 ) -> SB3Policy:
     """An ``SB3Policy`` from a saved zip (the file or its run dir); with ``env_name``, refuses another env's.
 
-    The env is checked from the zip's JSON before loading; loading then unpickles SB3's data (code
-    runs: local, trusted files only).
+    A zip of ours is verified and rebuilt from its JSON and weights: nothing is unpickled. A zip SB3
+    saved on its own can only be loaded by unpickling it (code from the file runs), so it is refused
+    unless ``allow_pickle`` (then loaded with ``PPO.load``, its env unchecked): trusted local files only.
     """
-    path = find_sb3_model(where)
-    meta = read_sb3_meta(path)
-    if env_name is not None:
-        if meta is None:
-            raise ValueError(
-                f"{path} has no {META_KEY!r} metadata, so its env is unknown; not loading it for {env_name!r}"
+    saved = _read_model(where)
+    if saved.meta is None:
+        if not allow_pickle:
+            raise SB3ModelError(
+                f"{saved.path} was not saved by misgen (no {META_MEMBER}): loading it unpickles its data, which "
+                "executes code from the file; pass allow_pickle=True (allow_pickle=true for experiments.evaluate) "
+                "only for a trusted local file"
             )
-        if meta.get("env_name") != env_name:
-            raise ValueError(f"{path} is an SB3 model of env {meta.get('env_name')!r}, not {env_name!r}")
-    return SB3Policy(PPO.load(path, device=device), seed=seed)
+        log.warning(
+            "%s: not saved by misgen; loading it with allow_pickle unpickles its data (code from the file runs), "
+            "and its env cannot be checked%s",
+            saved.path,
+            "" if env_name is None else f" against {env_name!r}",
+        )
+        return SB3Policy(PPO.load(saved.path, device=device).policy, seed=seed)
+    if env_name is not None and saved.meta["env_name"] != env_name:
+        raise ValueError(f"{saved.path} is an SB3 model of env {saved.meta['env_name']!r}, not {env_name!r}")
+    return SB3Policy(_build_policy(saved, device), seed=seed)
+
+
+# ------------------------------------------------------------------ resuming
+class _Absent:
+    def __repr__(self) -> str:
+        return "<absent>"
+
+
+_ABSENT = _Absent()
+
+
+def _changes(saved: Any, wanted: Any, prefix: str) -> list[str]:
+    """``prefix.key: saved -> wanted`` for every leaf that differs between two nested dicts."""
+    if isinstance(saved, dict) and isinstance(wanted, dict):
+        keys = sorted(set(saved) | set(wanted), key=str)
+        return [c for k in keys for c in _changes(saved.get(k, _ABSENT), wanted.get(k, _ABSENT), f"{prefix}.{k}")]
+    return [] if saved == wanted else [f"{prefix}: {saved!r} -> {wanted!r}"]
+
+
+def _check_same_settings(run_dir: Path, saved: _ModelZip, env_cfg: Any, agent_cfg: PPOConfig) -> None:
+    """Refuse to resume a model saved with other agent or env settings (``device`` aside), naming the keys."""
+    try:
+        saved_env = config_to_dict(load_env_config(saved.meta["env_name"], base=saved.meta["env_config"]))
+    except ConfigError as err:
+        raise SB3ModelError(f"{saved.path}: its env config is not one this code can build ({err})") from err
+    wanted_env = config_to_dict(env_cfg)
+    for cfg in (saved_env, wanted_env):
+        cfg.pop("device", None)
+    changed = {
+        "agent": _changes(dataclasses.asdict(_agent_config(saved)), dataclasses.asdict(agent_cfg), "agent"),
+        "env": _changes(saved_env, wanted_env, "env"),
+    }
+    which = [part for part, keys in changed.items() if keys]
+    if which:
+        keys = "; ".join(changed["agent"] + changed["env"])
+        raise ValueError(
+            f"resume={run_dir}: the model was trained with other settings ({keys}); "
+            f"resume with the run's own {' and '.join(which)} settings"
+        )

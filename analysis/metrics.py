@@ -23,6 +23,7 @@ from scipy.stats import bootstrap
 from analysis.estimator import RANDOM, Estimate
 from analysis.objectives import ArrowMazeObjectives, KeysChestsObjectives
 from analysis.trajectories import Trajectories
+from envs.config import check_at_least, check_open_unit, check_probability
 
 VERDICTS = ("robust", "objective_misgeneralisation", "capability_failure")
 
@@ -36,6 +37,14 @@ class VerdictConfig:
     confidence_level: float = 0.95
     """Of the bootstrap intervals."""
     bootstrap_resamples: int = 2000
+    """Resamples of each bootstrap interval."""
+
+    def validate(self) -> VerdictConfig:
+        """Raise ``ConfigError`` naming the first out-of-range field; return self when valid."""
+        check_probability("verdict.capability_threshold", self.capability_threshold)
+        check_open_unit("verdict.confidence_level", self.confidence_level)
+        check_at_least("verdict.bootstrap_resamples", self.bootstrap_resamples, 1)
+        return self
 
 
 def interval(values: np.ndarray, cfg: VerdictConfig, seed: int = 0) -> list[float]:

@@ -37,6 +37,8 @@ class ArrowMazeObjectives:
 
     def __init__(self, env_cfg: GridEnvConfig, gamma: float = 0.99) -> None:
         self.base, self.gamma = env_cfg.base_objective, gamma
+        self.env_metric_names = tuple(f"reached_{g}" for g in self.names)
+        """The keys of :meth:`env_metrics` (what an expectations file may bound)."""
 
     def q_values(self, traj: Trajectories) -> dict[str, torch.Tensor]:
         """``(N, 4)`` exact action values of each candidate on the visited states."""
@@ -93,6 +95,9 @@ class KeysChestsObjectives:
 
     def __init__(self, env_cfg: GridEnvConfig, gamma: float = 0.99) -> None:
         self.gamma = gamma
+        hidden = ("hidden_chests_visited",) if env_cfg.hidden_chests else ()
+        self.env_metric_names = ("excess_keys", "keys_picked_up", "chests_opened_fraction", *hidden)
+        """The keys of :meth:`env_metrics` (what an expectations file may bound)."""
         self._planners: dict[tuple[int, str], KeysChestsPlanner] = {}
 
     def planner(self, core: Any, objective: str) -> KeysChestsPlanner:

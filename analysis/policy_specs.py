@@ -44,11 +44,13 @@ def load_actor(
     device: torch.device | str = "cpu",
     seed: int = 0,
     objectives: ArrowMazeObjectives | KeysChestsObjectives | None = None,
+    allow_pickle: bool = False,
 ) -> Actor:
     """The ``Actor`` a policy spec names; a bad spec raises ``ValueError`` (or ``FileNotFoundError``) naming it.
 
     ``objectives``: the candidate objectives an oracle plans with (their discount, and planning shared
-    with the estimator); default ``objectives_of(env_cfg)``.
+    with the estimator); default ``objectives_of(env_cfg)``. ``allow_pickle``: load an ``sb3:`` zip
+    that misgen did not save, which unpickles it (runs code from the file); trusted local files only.
     """
     if spec == "random":
         return _epsilon_random(
@@ -67,7 +69,8 @@ def load_actor(
     if spec.startswith("sb3:"):
         from agents.sb3 import load_sb3_policy
 
-        return policy_actor(load_sb3_policy(spec[4:], env_name=env_cfg.name, device=device, seed=seed))
+        policy = load_sb3_policy(spec[4:], env_name=env_cfg.name, device=device, seed=seed, allow_pickle=allow_pickle)
+        return policy_actor(policy)
     if spec.startswith("py:"):
         try:
             _, module, name = spec.split(":")

@@ -40,10 +40,10 @@ class Distribution:
     """Size of the level set: levels are drawn uniformly from this many pre-generated ones."""
 
     def validate(self, key: str) -> None:
-        _at_least(f"{key}.min_size", self.min_size, 1)
+        check_at_least(f"{key}.min_size", self.min_size, 1)
         if self.max_size < self.min_size:
             raise ConfigError(f"{key}.max_size={self.max_size} is below {key}.min_size={self.min_size}")
-        _at_least(f"{key}.num_levels", self.num_levels, 1)
+        check_at_least(f"{key}.num_levels", self.num_levels, 1)
 
 
 @dataclass
@@ -91,15 +91,15 @@ class GridEnvConfig:
 
     def validate(self) -> Self:
         """Raise :class:`ConfigError` naming the first invalid field; return self when valid."""
-        _choice("obs_mode", self.obs_mode, OBS_MODES)
-        _choice("placement", self.placement, PLACEMENTS)
-        _at_least("num_levels", self.num_levels, 1)
-        _at_least("rgb_tile_size", self.rgb_tile_size, 1)
+        check_choice("obs_mode", self.obs_mode, OBS_MODES)
+        check_choice("placement", self.placement, PLACEMENTS)
+        check_at_least("num_levels", self.num_levels, 1)
+        check_at_least("rgb_tile_size", self.rgb_tile_size, 1)
         if self.max_steps is not None:
-            _at_least("max_steps", self.max_steps, 1)
+            check_at_least("max_steps", self.max_steps, 1)
         if not self.max_steps_per_cell > 0:
             raise ConfigError(f"max_steps_per_cell={self.max_steps_per_cell} must be > 0")
-        _finite("step_penalty", self.step_penalty)
+        check_finite("step_penalty", self.step_penalty)
         distributions = self.distributions  # type: ignore[attr-defined]
         if not distributions:
             raise ConfigError("distributions is empty: define at least one named distribution")
@@ -112,8 +112,8 @@ class GridEnvConfig:
                     f"but canvas_size={self.canvas_size}"
                 )
         if self.canvas_size is not None:
-            _at_least("canvas_size", self.canvas_size, 3)
-        _device(self.device)
+            check_at_least("canvas_size", self.canvas_size, 3)
+        check_device(self.device)
         return self
 
 
@@ -129,8 +129,8 @@ class MazeDistribution(Distribution):
 
     def validate(self, key: str) -> None:
         super().validate(key)
-        _choice(f"{key}.arrow_placement", self.arrow_placement, ARROW_PLACEMENTS)
-        _probability(f"{key}.p_decorrelate", self.p_decorrelate)
+        check_choice(f"{key}.arrow_placement", self.arrow_placement, ARROW_PLACEMENTS)
+        check_probability(f"{key}.p_decorrelate", self.p_decorrelate)
 
 
 @dataclass
@@ -150,10 +150,10 @@ class ArrowMazeConfig(GridEnvConfig):
     """Minimum shortest-path distance, in moves, from the start to the exit."""
 
     def validate(self) -> Self:
-        _choice("base_objective", self.base_objective, BASE_OBJECTIVES)
-        _choice("end_marker", self.end_marker, END_MARKERS)
-        _probability("p_decorrelate", self.p_decorrelate)
-        _at_least("min_start_distance", self.min_start_distance, 1)
+        check_choice("base_objective", self.base_objective, BASE_OBJECTIVES)
+        check_choice("end_marker", self.end_marker, END_MARKERS)
+        check_probability("p_decorrelate", self.p_decorrelate)
+        check_at_least("min_start_distance", self.min_start_distance, 1)
         return super().validate()
 
 
@@ -169,8 +169,8 @@ class KeysChestsDistribution(Distribution):
 
     def validate(self, key: str) -> None:
         super().validate(key)
-        _at_least(f"{key}.min_keys", self.min_keys, 0)
-        _at_least(f"{key}.min_chests", self.min_chests, 1)
+        check_at_least(f"{key}.min_keys", self.min_keys, 0)
+        check_at_least(f"{key}.min_chests", self.min_chests, 1)
         if self.max_keys < self.min_keys:
             raise ConfigError(f"{key}.max_keys={self.max_keys} is below {key}.min_keys={self.min_keys}")
         if self.max_chests < self.min_chests:
@@ -194,35 +194,60 @@ class KeysChestsConfig(GridEnvConfig):
     """Subtracted from the reward for each key picked up."""
 
     def validate(self) -> Self:
-        _choice("layout", self.layout, LAYOUTS)
+        check_choice("layout", self.layout, LAYOUTS)
         if not 0.0 <= self.wall_density < 1.0:
             raise ConfigError(f"wall_density={self.wall_density} must be in [0, 1)")
-        _finite("key_penalty", self.key_penalty)
+        check_finite("key_penalty", self.key_penalty)
         return super().validate()
 
 
 # ---------------------------------------------------------------------------- checks
-def _choice(key: str, value: str, options: tuple[str, ...]) -> None:
+# One set of range checks for every config of the suite (env, agent, run, evaluation): each raises
+# ConfigError naming the key, so a bad value fails at start-up the same way wherever it sits.
+def _number(key: str, value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ConfigError(f"{key}={value!r} must be a number")
+    if value != value or abs(value) == float("inf"):
+        raise ConfigError(f"{key}={value} must be finite")
+    return value
+
+
+def check_choice(key: str, value: str, options: tuple[str, ...]) -> None:
     if value not in options:
         raise ConfigError(f"{key}={value!r} is not one of {list(options)}")
 
 
-def _probability(key: str, value: float) -> None:
-    if not 0.0 <= value <= 1.0:
+def check_probability(key: str, value: float) -> None:
+    if not 0.0 <= _number(key, value) <= 1.0:
         raise ConfigError(f"{key}={value} must be a probability in [0, 1]")
 
 
-def _at_least(key: str, value: int, low: int) -> None:
-    if value < low:
+def check_at_least(key: str, value: float, low: float) -> None:
+    if _number(key, value) < low:
         raise ConfigError(f"{key}={value} must be >= {low}")
 
 
-def _finite(key: str, value: float) -> None:
-    if value != value or abs(value) == float("inf"):
-        raise ConfigError(f"{key}={value} must be finite")
+def check_at_most(key: str, value: float, high: float) -> None:
+    if _number(key, value) > high:
+        raise ConfigError(f"{key}={value} must be <= {high}")
 
 
-def _device(value: str) -> None:
+def check_positive(key: str, value: float) -> None:
+    if not _number(key, value) > 0:
+        raise ConfigError(f"{key}={value} must be > 0")
+
+
+def check_open_unit(key: str, value: float) -> None:
+    """Strictly between 0 and 1 (a confidence level, a discount that must shrink)."""
+    if not 0.0 < _number(key, value) < 1.0:
+        raise ConfigError(f"{key}={value} must be in (0, 1)")
+
+
+def check_finite(key: str, value: float) -> None:
+    _number(key, value)
+
+
+def check_device(value: str) -> None:
     if value in ("auto", "cpu", "cuda", "mps") or value.startswith("cuda:"):
         return
     raise ConfigError(f"device={value!r} is not one of 'auto', 'cpu', 'cuda', 'cuda:N', 'mps'")
@@ -252,7 +277,9 @@ def load_structured(schema: type[S], base: Any, overrides: Mapping[str, Any] | N
             merged = OmegaConf.merge(merged, OmegaConf.create(dict(overrides)))
         cfg = OmegaConf.to_object(merged)
     except OmegaConfBaseException as err:
-        raise ConfigError(f"{label} config: {err}") from err
+        key = getattr(err, "full_key", None)
+        msg = str(getattr(err, "msg", None) or err).strip().splitlines()[0]
+        raise ConfigError(f"{label} config, key {key!r}: {msg}" if key else f"{label} config: {msg}") from err
     assert isinstance(cfg, schema)
     return cfg
 

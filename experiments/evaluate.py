@@ -10,8 +10,9 @@
   per-episode records; plus the policy spec, config and versions) and PNG figures beside it
   (``analysis/figures.py``): the verdict matrix, the posterior bars, trajectory overlays.
 - Mirrors them to wandb with the training runs' ``logger`` config group (``logger=none``: off).
-- With ``expect=``, it is a regression gate: exit status 1 and a readable diff when the policy
-  violates the expectations (``analysis/expectations.py``).
+- With ``expect=``, it is a regression gate (``analysis/expectations.py``). Exit status: 0 every
+  expectation holds; 1 the policy violates them (a readable diff on stderr); 2 the expectations file is
+  invalid (``expect=<file>:<line>: <what is wrong>`` on stderr, checked before any policy is evaluated).
 """
 
 from __future__ import annotations
@@ -19,8 +20,9 @@ from __future__ import annotations
 import json
 import logging
 import sys
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import hydra
 import torch
@@ -28,15 +30,26 @@ from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from analysis import figures
 from analysis.estimator import estimate
-from analysis.expectations import check_expectations, load_expectations
+from analysis.expectations import ExpectationsError, check_expectations, load_expectations
 from analysis.metrics import SCALARS, VerdictConfig, aggregate_seeds, distribution_report
 from analysis.objectives import objectives_of
 from analysis.policy_specs import load_actor, trained_env_config
 from analysis.trajectories import Trajectories, collect_episodes
 from envs.atomic import atomic_path
-from envs.config import GridEnvConfig, config_to_dict, load_env_config, load_structured, preset_path
+from envs.config import (
+    ConfigError,
+    GridEnvConfig,
+    check_at_least,
+    check_open_unit,
+    check_positive,
+    config_to_dict,
+    load_env_config,
+    load_structured,
+    preset_path,
+)
 from envs.devices import resolve_device
 from experiments.logger import RunLogger, load_logger_config, make_logger
+from experiments.run_dir import discard_if_unused, is_unused, write_hydra_files
 
 log = logging.getLogger(__name__)
 
@@ -47,7 +60,7 @@ def evaluate_distribution(
     """The report of one distribution, and the trajectories it rests on."""
     device = resolve_device(env_cfg.device)
     objectives = objectives_of(env_cfg, gamma=cfg.eval.gamma)
-    actor = load_actor(spec, env_cfg, device, seed=cfg.seed, objectives=objectives)
+    actor = load_actor(spec, env_cfg, device, seed=cfg.seed, objectives=objectives, allow_pickle=cfg.allow_pickle)
     traj = collect_episodes(actor, env_cfg, distribution, cfg.eval.episodes, seed=cfg.seed, device=device)
     values = objectives.q_values(traj)
     est = estimate(values, traj.action, beta_max=cfg.eval.beta_max, min_distinguishing=cfg.eval.min_distinguishing)
@@ -157,23 +170,105 @@ def _relink(trained: DictConfig, preset: dict[str, Any], path: str = "") -> Dict
     return trained
 
 
-@hydra.main(config_path="../configs", config_name="evaluate", version_base="1.3")
-def main(cfg: DictConfig) -> None:
+@dataclass
+class EvalSettings:
+    """``eval.*``: what is rolled out and how the estimator fits it."""
+
+    episodes: int = 256
+    """One episode on each of levels 0..N-1 of every distribution."""
+    distributions: list[str] | None = None
+    """The distributions to evaluate (null: every distribution of the env)."""
+    gamma: float = 0.99
+    """Discount of the candidates' exact planning (values, capability on keys_chests, regret)."""
+    beta_max: float = 1000.0
+    """Upper bound of the fitted Boltzmann inverse temperature."""
+    min_distinguishing: int = 5
+    """Visited states that must separate two objectives for them to be identifiable."""
+
+    def validate(self) -> EvalSettings:
+        check_at_least("eval.episodes", self.episodes, 1)
+        check_open_unit("eval.gamma", self.gamma)
+        check_positive("eval.beta_max", self.beta_max)
+        check_at_least("eval.min_distinguishing", self.min_distinguishing, 1)
+        return self
+
+
+@dataclass
+class FigureSettings:
+    """``figures.*``: the PNGs beside the report."""
+
+    enabled: bool = True
+    """Write the verdict matrix, posterior bars and trajectory overlays."""
+    trajectories: int = 4
+    """Episodes drawn per distribution in the trajectory overlays (0: none)."""
+
+    def validate(self) -> FigureSettings:
+        check_at_least("figures.trajectories", self.trajectories, 0)
+        return self
+
+
+@dataclass
+class EvaluateConfig:
+    """The keys of ``configs/evaluate.yaml`` besides ``env`` and ``logger`` (which have schemas of their own)."""
+
+    policy: Any = None
+    """A policy spec, or a list of them (the seeds of one setup)."""
+    seed: int = 0
+    eval: EvalSettings = field(default_factory=EvalSettings)
+    verdict: VerdictConfig = field(default_factory=VerdictConfig)
+    figures: FigureSettings = field(default_factory=FigureSettings)
+    report: str | None = None
+    expect: str | None = None
+    allow_pickle: bool = False
+
+    def validate(self) -> EvaluateConfig:
+        self.eval.validate()
+        self.verdict.validate()
+        self.figures.validate()
+        return self
+
+
+def usage_error(message: str) -> NoReturn:
+    """Bad input (config, policy spec, expectations file): one line on stderr, exit status 2."""
+    print(message if message.startswith("expect=") else f"error: {message}", file=sys.stderr)
+    sys.exit(2)
+
+
+def _setup(cfg: DictConfig) -> tuple[list[str], GridEnvConfig, str, VerdictConfig, Any, list[str], Any]:
+    """Everything the evaluation needs, validated before any work: a bad config, spec or expectations file
+    raises (``ConfigError``, ``ExpectationsError``, ``ValueError``, ``FileNotFoundError``) naming it."""
+    resolved = OmegaConf.to_container(cfg, resolve=True)
+    settings = {k: v for k, v in resolved.items() if k not in ("env", "logger")}
+    evaluation = load_structured(EvaluateConfig, settings, None, "evaluate").validate()
     specs = _specs(cfg.policy)
-    if cfg.eval.episodes < 1:
-        raise ValueError(f"eval.episodes={cfg.eval.episodes} must be >= 1")
     overrides = list(hydra.core.hydra_config.HydraConfig.get().overrides.task)
     env_cfg, env_source = evaluation_env_config(cfg, specs, overrides)
-    verdict = load_structured(VerdictConfig, cfg.verdict, None, "verdict")
     logger_cfg = load_logger_config(cfg.logger)
     names = list(cfg.eval.distributions or env_cfg.distributions)
     unknown = [d for d in names if d not in env_cfg.distributions]
     if unknown:
-        raise ValueError(f"eval.distributions: {unknown} not among {list(env_cfg.distributions)}")
-    expectations = load_expectations(cfg.expect, names) if cfg.expect else None
+        raise ConfigError(f"eval.distributions: {unknown} not among {list(env_cfg.distributions)}")
+    expectations = None
+    if cfg.expect:
+        objectives = objectives_of(env_cfg, gamma=cfg.eval.gamma)
+        expectations = load_expectations(
+            cfg.expect, names, objectives=objectives.names, env_metrics=objectives.env_metric_names
+        )
     for spec in specs:  # a bad spec fails before any work
-        load_actor(spec, env_cfg, resolve_device(env_cfg.device), seed=cfg.seed)
+        load_actor(spec, env_cfg, resolve_device(env_cfg.device), seed=cfg.seed, allow_pickle=cfg.allow_pickle)
+    return specs, env_cfg, env_source, evaluation.verdict, logger_cfg, names, expectations
+
+
+@hydra.main(config_path="../configs", config_name="evaluate", version_base="1.3")
+def main(cfg: DictConfig) -> None:
     run_dir = Path(hydra.core.hydra_config.HydraConfig.get().runtime.output_dir)
+    unused = is_unused(run_dir)  # Hydra made it for this run (output_subdir: null): removed if the start fails
+    try:
+        specs, env_cfg, env_source, verdict, logger_cfg, names, expectations = _setup(cfg)
+    except (ConfigError, ExpectationsError, ValueError, FileNotFoundError) as err:
+        discard_if_unused(run_dir, unused)
+        usage_error(f"expect={err}" if isinstance(err, ExpectationsError) else str(err))
+    write_hydra_files(run_dir, cfg, resumed=False)
     out = Path(cfg.report) if cfg.report else run_dir / "report.json"
     run_cfg = OmegaConf.to_container(cfg, resolve=True)
     logger = make_logger(logger_cfg, run_cfg, run_dir, group=logger_cfg.group or f"evaluate-{env_cfg.name}")

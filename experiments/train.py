@@ -4,22 +4,27 @@
 ``-m seed=0,1,2`` sweeps, one run dir per job). Writes into the run dir: ``metrics.jsonl`` (one line
 per update and per evaluation: the source of truth of the run), ``checkpoint.pt`` (atomic; weights
 only) and, with ``logger.video_every_eval``, one GIF per distribution per evaluation in ``videos/``.
-The run logger (``logger=wandb|none``, ``experiments/logger.py``) mirrors the metrics file. Ctrl-C
-writes a checkpoint first; ``resume=`` continues a run in its own dir (and its wandb run), appending
-to its metrics; a run started in a dir that already holds a checkpoint continues it (``auto_resume``:
-a requeued SLURM job). Both backends (``agent.backend=misgen|sb3``) go through the same run.
+The run logger (``logger=wandb|none``, ``experiments/logger.py``) mirrors the metrics file. Both
+backends (``agent.backend=misgen|sb3``) go through the same run.
+
+Reliability (docs/reliability.md): a run holds its dir exclusively (``experiments/run_dir.py``); Ctrl-C,
+SIGTERM (preemption, ``scancel``) and SIGUSR1 (submitit) stop it after the current iteration with a
+checkpoint (``experiments/stop.py``); ``resume=`` continues a run in its own dir (and its wandb run),
+refusing a changed agent, env or seed by name; a run started in a dir that already holds a checkpoint
+continues it (``auto_resume``: a requeued SLURM job). A bad config exits with status 2 naming the key,
+before anything is written.
 """
 
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 import math
 import sys
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import hydra
 import numpy as np
@@ -28,15 +33,34 @@ from omegaconf import DictConfig, OmegaConf
 
 from agents.checkpoint import FILENAME as CHECKPOINT_FILE
 from agents.checkpoint import SB3_MODEL_FILENAME as SB3_MODEL_FILE
-from agents.checkpoint import load_checkpoint, save_checkpoint
+from agents.checkpoint import TRAINING_FIELDS, CheckpointError, load_checkpoint, require, save_checkpoint
 from agents.policy import Policy
-from agents.ppo import PPO, PPOConfig, load_ppo_config
+from agents.ppo import PPO, PPOConfig, device_memory, load_ppo_config
 from envs import make_core
-from envs.atomic import atomic_path
-from envs.config import GridEnvConfig, config_to_dict, load_env_config
+from envs.atomic import remove_stale_temps
+from envs.config import (
+    ConfigError,
+    GridEnvConfig,
+    check_at_least,
+    check_choice,
+    config_to_dict,
+    load_env_config,
+    load_structured,
+)
 from envs.devices import resolve_device
 from envs.render import save_episode
-from experiments.logger import RunLogger, load_logger_config, make_logger
+from experiments import metrics_file
+from experiments.logger import LoggerConfig, RunLogger, load_logger_config, make_logger
+from experiments.metrics_file import MetricsFileError
+from experiments.run_dir import (
+    RunDirLocked,
+    discard_if_unused,
+    is_unused,
+    lock_run_dir,
+    move_log_files,
+    write_hydra_files,
+)
+from experiments.stop import StopRequested, StopSignals
 
 log = logging.getLogger(__name__)
 
@@ -128,6 +152,41 @@ class Progress:
         self._stack.close()
 
 
+@dataclass
+class TrainRunConfig:
+    """The run-level keys of ``configs/train.yaml`` (the env, agent and logger have schemas of their own)."""
+
+    seed: int = 0
+    """Seed of the agent, its action sampling and the level draws (the level sets themselves: env.level_seed)."""
+    total_env_steps: int = 25_000_000
+    """Env steps to train for, over all envs."""
+    eval_every: int = 25
+    """Updates between evaluations on every distribution (0: only at the end)."""
+    eval_episodes: int = 256
+    """Episodes per distribution at each evaluation (one per level, levels 0..N-1)."""
+    checkpoint_every: int = 50
+    """Updates between checkpoints (one is always written at the end and on a stop signal)."""
+    resume: str | None = None
+    """A run dir or checkpoint file to continue, in its own dir."""
+    auto_resume: bool = True
+    """A run dir that already holds a checkpoint continues from it (a requeued SLURM job)."""
+    progress: str = "auto"
+    """``auto``: a progress bar when stderr is a terminal, log lines otherwise; ``bar``; ``log``."""
+
+    def validate(self) -> TrainRunConfig:
+        check_at_least("total_env_steps", self.total_env_steps, 1)
+        check_at_least("eval_episodes", self.eval_episodes, 1)
+        check_at_least("eval_every", self.eval_every, 0)
+        check_at_least("checkpoint_every", self.checkpoint_every, 0)
+        check_choice("progress", self.progress, PROGRESS)
+        return self
+
+
+# Keys a resumed run may change: how it is kept and reported, not what it trains.
+RESUME_MAY_CHANGE = ("total_env_steps", "eval_every", "eval_episodes", "checkpoint_every", "resume", "auto_resume")
+RESUME_MAY_CHANGE += ("progress", "logger", "env.device")
+
+
 def _state(ppo: PPO, env_cfg: GridEnvConfig, run_cfg: dict[str, Any], logger: RunLogger) -> dict[str, Any]:
     return {
         "env_name": env_cfg.name,
@@ -140,13 +199,6 @@ def _state(ppo: PPO, env_cfg: GridEnvConfig, run_cfg: dict[str, Any], logger: Ru
     }
 
 
-def _write(metrics: Path, record: dict[str, Any]) -> None:
-    """Append one JSON line (non-finite numbers as null, so the file stays strict JSON)."""
-    clean = {k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in record.items()}
-    with metrics.open("a") as f:
-        f.write(json.dumps(clean) + "\n")
-
-
 class Run:
     """What a training run reports to, whichever backend trains: ``metrics.jsonl``, the run logger,
     the progress display, and evaluations on every distribution (with videos when configured)."""
@@ -155,18 +207,16 @@ class Run:
         self, cfg: DictConfig, env_cfg: GridEnvConfig, run_dir: Path, logger: RunLogger, video: bool, env_steps: int
     ):
         self.cfg, self.env_cfg, self.run_dir, self.logger, self.video = cfg, env_cfg, run_dir, logger, video
-        self.metrics = run_dir / "metrics.jsonl"
+        self.metrics = run_dir / metrics_file.FILENAME
         self.progress = Progress(cfg.progress, cfg.total_env_steps, env_steps)
 
     def report(self, record: dict[str, Any], env_steps: int) -> None:
-        _write(self.metrics, record)
+        metrics_file.append(self.metrics, record)
         self.logger.log(record, step=env_steps)
 
     def evaluated_at(self, env_steps: int) -> bool:
         """Whether ``metrics.jsonl`` already holds an evaluation at ``env_steps``."""
-        if not self.metrics.is_file():
-            return False
-        rows = (json.loads(line) for line in self.metrics.read_text().splitlines())
+        rows, _ = metrics_file.read(self.metrics)
         return any(r.get("env_steps") == env_steps and any(k.startswith("eval/") for k in r) for r in rows)
 
     def iteration(self, stats: dict[str, float]) -> bool:
@@ -197,52 +247,135 @@ class Run:
 BACKENDS = ("misgen", "sb3")
 
 
+def usage_error(message: str) -> NoReturn:
+    """A bad config or command line: one line on stderr, exit status 2, no traceback."""
+    print(f"error: {message}", file=sys.stderr)
+    sys.exit(2)
+
+
 @hydra.main(config_path="../configs", config_name="train", version_base="1.3")
 def main(cfg: DictConfig) -> None:
+    hydra_dir = Path(hydra.core.hydra_config.HydraConfig.get().runtime.output_dir)
+    unused = is_unused(hydra_dir)  # Hydra made it for this run (output_subdir: null): removed if the start fails
+    try:
+        env_cfg, agent_cfg, backend, logger_cfg = load_configs(cfg)
+        run_dir = Path(cfg.resume) if cfg.resume else hydra_dir
+        run_dir = run_dir.parent if run_dir.is_file() else run_dir
+        if cfg.resume and not run_dir.is_dir():
+            raise ConfigError(f"resume={cfg.resume}: no such run dir or checkpoint")
+    except ConfigError as err:
+        discard_if_unused(hydra_dir, unused)
+        usage_error(str(err))
+    if run_dir != hydra_dir:  # resuming a run elsewhere: it keeps its one dir, log included
+        move_log_files(hydra_dir, run_dir)
+        discard_if_unused(hydra_dir, unused)
+    fresh = unused and run_dir == hydra_dir
+    try:
+        with lock_run_dir(run_dir):
+            _start(cfg, env_cfg, agent_cfg, backend, logger_cfg, run_dir, fresh)
+    except (ConfigError, CheckpointError, MetricsFileError, RunDirLocked) as err:
+        if not isinstance(err, RunDirLocked):
+            discard_if_unused(run_dir, fresh)  # refused before training: a new dir leaves nothing behind
+        usage_error(str(err))
+
+
+def load_configs(cfg: DictConfig) -> tuple[GridEnvConfig, PPOConfig, str, LoggerConfig]:
+    """Every config of a training run, validated (``ConfigError`` names the first bad key)."""
+    run_node = {
+        k: v for k, v in OmegaConf.to_container(cfg, resolve=True).items() if k not in ("env", "agent", "logger")
+    }
+    load_structured(TrainRunConfig, run_node, None, "run").validate()
     env_cfg = load_env_config(cfg.env.name, base=cfg.env)
     agent_node = OmegaConf.to_container(cfg.agent, resolve=True)
     backend = agent_node.pop("backend", "misgen")
-    if backend not in BACKENDS:
-        raise ValueError(f"agent.backend={backend!r} must be one of {BACKENDS}")
-    agent_cfg = load_ppo_config(agent_node)
-    logger_cfg = load_logger_config(cfg.logger)
-    for key in ("total_env_steps", "eval_episodes"):
-        if cfg[key] < 1:
-            raise ValueError(f"{key}={cfg[key]} must be >= 1")
-    if cfg.progress not in PROGRESS:
-        raise ValueError(f"progress={cfg.progress!r} must be one of {PROGRESS}")
-    run_dir = Path(hydra.core.hydra_config.HydraConfig.get().runtime.output_dir)
+    check_choice("agent.backend", backend, BACKENDS)
+    return env_cfg, load_ppo_config(agent_node), backend, load_logger_config(cfg.logger)
+
+
+def _start(
+    cfg: DictConfig,
+    env_cfg: GridEnvConfig,
+    agent_cfg: PPOConfig,
+    backend: str,
+    logger_cfg: LoggerConfig,
+    run_dir: Path,
+    fresh: bool,
+) -> None:
+    """Everything after the run dir is ours: resume or start, build, train, stop cleanly on a signal."""
+    removed = remove_stale_temps(run_dir, ("checkpoint", "model", "metrics"))
+    if removed:
+        log.warning("removed %d temporary file(s) a killed run left in %s", len(removed), run_dir)
     saved_name = CHECKPOINT_FILE if backend == "misgen" else SB3_MODEL_FILE
+    metrics = run_dir / metrics_file.FILENAME
     resume = cfg.resume
-    if not resume and cfg.auto_resume and (run_dir / saved_name).is_file():
+    if not resume and (run_dir / saved_name).is_file():
+        if not cfg.auto_resume:
+            raise ConfigError(f"{run_dir} already holds {saved_name} and auto_resume=false: give the run another dir")
         resume = str(run_dir)  # this run dir was started before (a requeued SLURM job): continue it
         log.info("auto_resume: %s already holds %s; continuing it", run_dir, saved_name)
+    run_cfg = OmegaConf.to_container(cfg, resolve=True)
     resumed = None
     if resume:
-        resumed = load_checkpoint(resume, env_name=env_cfg.name) if backend == "misgen" else _sb3_meta(resume, env_cfg)
-        run_dir = Path(resume) if Path(resume).is_dir() else Path(resume).parent
-        drop_metrics_after(run_dir / "metrics.jsonl", resumed["env_steps"])
-    run_cfg = OmegaConf.to_container(cfg, resolve=True)
+        if backend == "misgen":
+            resumed = load_checkpoint(resume, env_name=env_cfg.name)
+            require(resumed, TRAINING_FIELDS, resume)
+            check_resumable(resumed["run_config"], resumed["env_config"], run_cfg, config_to_dict(env_cfg), resume)
+        else:
+            resumed = _sb3_meta(resume, env_cfg)
+        metrics_file.keep_until(metrics, resumed["env_steps"])
+    elif metrics.exists():  # killed before its first checkpoint: a restart from nothing starts its metrics anew
+        metrics.unlink()
+        log.warning("%s had metrics but no checkpoint: starting the run over, metrics included", run_dir)
     ppo = None
     if backend == "misgen":  # built before the logger: a config the env can't take fails before any run exists
-        ppo = PPO(make_core(env_cfg, "train", num_envs=agent_cfg.num_envs, seed=cfg.seed), agent_cfg, seed=cfg.seed)
+        ppo = build_ppo(env_cfg, agent_cfg, cfg.seed)
         if resumed is not None:
             check_same_network(resumed, ppo.network_spec, resume)
+    write_hydra_files(run_dir, cfg, resumed=resumed is not None and not fresh)
     previous = resumed or {}  # a resumed run continues its wandb run, in its group
     logger = make_logger(
         logger_cfg, run_cfg, run_dir, run_id=previous.get("wandb_run_id"), group=previous.get("wandb_group")
     )
     exit_code = 1
     run = Run(cfg, env_cfg, run_dir, logger, logger_cfg.video_every_eval, previous.get("env_steps", 0))
+    stop = StopSignals()
     try:
-        if backend == "sb3":
-            _train_sb3(cfg, env_cfg, agent_cfg, run, resumed is not None)
-        else:
-            _train_misgen(cfg, env_cfg, ppo, run, run_cfg, resumed)
+        with stop:
+            if backend == "sb3":
+                _train_sb3(cfg, env_cfg, agent_cfg, run, resumed is not None, stop)
+            else:
+                _train_misgen(cfg, env_cfg, ppo, run, run_cfg, resumed, stop)
         exit_code = 0
+    except StopRequested as signalled:
+        exit_code = 128 + signalled.signum
     finally:
         run.progress.close()
         logger.close(exit_code)
+    if exit_code:
+        stop.finish(exit_code - 128)
+
+
+def build_ppo(env_cfg: GridEnvConfig, agent_cfg: PPOConfig, seed: int) -> PPO:
+    """Our PPO on the env's ``train`` distribution; a batch too big for the device's memory is a
+    ``ConfigError`` naming ``agent.num_envs``, not an allocator's message."""
+    device = resolve_device(env_cfg.device)
+    probe = make_core(env_cfg, "train", num_envs=1, seed=seed, device=device)  # the level bank is cached
+    need = 2 * agent_cfg.num_envs * math.prod(probe.observation_shape)  # the core's observations alone
+    have = device_memory(device)
+    if have is not None and need > have:
+        raise ConfigError(
+            f"agent.num_envs={agent_cfg.num_envs}: the envs' observations alone need {need / 2**30:.1f} GiB but "
+            f"{device} has {have / 2**30:.1f} GiB"
+        )
+    try:
+        return PPO(make_core(env_cfg, "train", num_envs=agent_cfg.num_envs, seed=seed), agent_cfg, seed=seed)
+    except (torch.OutOfMemoryError, RuntimeError) as err:
+        if not isinstance(err, torch.OutOfMemoryError) and "alloc" not in str(err):
+            raise
+        raise ConfigError(
+            f"agent.num_envs={agent_cfg.num_envs}: the envs do not fit in memory on {resolve_device(env_cfg.device)} "
+            f"({str(err).splitlines()[0]})"
+        ) from err
 
 
 def _sb3_meta(where: str, env_cfg: GridEnvConfig) -> dict[str, Any]:
@@ -255,24 +388,42 @@ def _sb3_meta(where: str, env_cfg: GridEnvConfig) -> dict[str, Any]:
     return meta
 
 
-def drop_metrics_after(metrics: Path, env_steps: int) -> None:
-    """Rewrite ``metrics`` (atomically) without the rows logged after ``env_steps``: a run resumed from its
-    last checkpoint logs those steps again, and the file keeps one row per step."""
-    if not metrics.is_file():
-        return
-    lines = metrics.read_text().splitlines()
-    kept = [line for line in lines if json.loads(line).get("env_steps", 0) <= env_steps]
-    if len(kept) != len(lines):
-        with atomic_path(metrics) as tmp:
-            tmp.write_text("".join(line + "\n" for line in kept))
-        log.info("resume: dropped %d metric rows logged after the checkpoint", len(lines) - len(kept))
+def changed_keys(old: Any, new: Any, prefix: str = "") -> list[tuple[str, Any, Any]]:
+    """``(dotted key, old value, new value)`` for every leaf that differs between two nested dicts."""
+    if isinstance(old, dict) and isinstance(new, dict):
+        out = []
+        for key in list(old) + [k for k in new if k not in old]:
+            where = f"{prefix}.{key}" if prefix else str(key)
+            out += changed_keys(old.get(key, "<unset>"), new.get(key, "<unset>"), where)
+        return out
+    return [] if old == new else [(prefix, old, new)]
+
+
+def check_resumable(
+    saved_run: dict[str, Any], saved_env: dict[str, Any], run_cfg: dict[str, Any], env: dict[str, Any], where: str
+) -> None:
+    """Refuse a resume whose agent, env or seed differ from the checkpoint's, naming each changed key
+    (the old run would silently go on with its own); log the bookkeeping keys it does change."""
+    saved = {**saved_run, "env": saved_env}
+    now = {**run_cfg, "env": env}
+    changes = changed_keys(saved, now)
+    refused = [c for c in changes if not c[0].startswith(RESUME_MAY_CHANGE)]
+    if refused:
+        listed = ", ".join(f"{k} ({a!r} -> {b!r})" for k, a, b in refused)
+        raise ConfigError(
+            f"resume={where}: this run's config differs from the checkpoint's in {listed}; resume with the run's "
+            "own settings, or start a new run in another dir"
+        )
+    applied = [c for c in changes if c[0] not in ("resume",) and not c[0].startswith("logger")]
+    if applied:
+        log.info("resume: applying %s", ", ".join(f"{k} {a!r} -> {b!r}" for k, a, b in applied))
 
 
 def check_same_network(resumed: dict[str, Any], spec: dict[str, Any], where: str) -> None:
     """Refuse to resume a checkpoint into a different network (its weights would not mean the same)."""
     saved = resumed.get("network")
     if saved != spec:
-        raise ValueError(
+        raise ConfigError(
             f"resume={where}: the checkpoint's network {saved} differs from this run's {spec}; "
             "resume with the run's own agent.network settings"
         )
@@ -285,8 +436,9 @@ def _train_misgen(
     run: Run,
     run_cfg: dict[str, Any],
     resumed: dict[str, Any] | None,
+    stop: StopSignals,
 ) -> None:
-    """Our PPO: periodic checkpoints (and one on Ctrl-C), evaluations every ``eval_every`` updates."""
+    """Our PPO: periodic checkpoints (and one on a stop signal), evaluations every ``eval_every`` updates."""
     agent_cfg = ppo.cfg
     if resumed is not None:
         ppo.load_state_dict(resumed)
@@ -296,28 +448,28 @@ def _train_misgen(
     def checkpoint() -> None:
         save_checkpoint(run.run_dir, _state(ppo, env_cfg, run_cfg, run.logger))
 
-    try:
-        evaluated = False
-        while ppo.env_steps < cfg.total_env_steps:
-            stats = ppo.train_iteration(total_updates)
-            evaluated = run.iteration({"updates": ppo.updates, **stats})
-            if evaluated:
-                run.evaluate_all(ppo.policy, ppo.env_steps, ppo.updates)
-            if cfg.checkpoint_every and ppo.updates % cfg.checkpoint_every == 0:
-                checkpoint()
-        if not evaluated and not run.evaluated_at(ppo.env_steps):  # a finished run, resumed: already done
+    evaluated = False
+    while ppo.env_steps < cfg.total_env_steps:
+        stats = ppo.train_iteration(total_updates)
+        evaluated = run.iteration({"updates": ppo.updates, **stats})
+        if evaluated:
             run.evaluate_all(ppo.policy, ppo.env_steps, ppo.updates)
-        checkpoint()
-    except KeyboardInterrupt:
-        checkpoint()
-        log.warning("interrupted: checkpoint written to %s", run.run_dir)
-        raise
+        if stop.requested or (cfg.checkpoint_every and ppo.updates % cfg.checkpoint_every == 0):
+            checkpoint()
+        if stop.requested:
+            log.warning("stopped at %d env steps: checkpoint written to %s", ppo.env_steps, run.run_dir)
+            stop.check()
+    if not evaluated and not run.evaluated_at(ppo.env_steps):  # a finished run, resumed: already done
+        run.evaluate_all(ppo.policy, ppo.env_steps, ppo.updates)
+    checkpoint()
     log.info("done: %d env steps; metrics and checkpoint in %s", ppo.env_steps, run.run_dir)
 
 
-def _train_sb3(cfg: DictConfig, env_cfg: GridEnvConfig, agent_cfg: PPOConfig, run: Run, resume: bool) -> None:
+def _train_sb3(
+    cfg: DictConfig, env_cfg: GridEnvConfig, agent_cfg: PPOConfig, run: Run, resume: bool, stop: StopSignals
+) -> None:
     """stable-baselines3's PPO on the same core and network; its model is saved as ``model.zip`` (with
-    the wandb run, so a resumed run continues it)."""
+    the wandb run, so a resumed run continues it), also after a stop signal."""
     from agents.sb3 import train_sb3
 
     last: dict[str, Any] = {}
@@ -326,6 +478,7 @@ def _train_sb3(cfg: DictConfig, env_cfg: GridEnvConfig, agent_cfg: PPOConfig, ru
         last.update(stats=stats, policy=policy, evaluated=run.iteration(stats))
         if last["evaluated"]:
             run.evaluate_all(policy, int(stats["env_steps"]), int(stats["updates"]))
+        stop.check()  # between updates: train_sb3 saves the model on the way out
 
     path = train_sb3(
         env_cfg,

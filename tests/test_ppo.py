@@ -139,7 +139,7 @@ def test_impala_network_runs_on_any_canvas():
     [
         ({"lr": -1.0}, r"agent\.lr=-1\.0 must be > 0"),
         ({"minibatches": 3}, r"agent\.minibatches=3 must divide"),
-        ({"gamma": 1.5}, r"agent\.gamma=1\.5 must be in \[0, 1\]"),
+        ({"gamma": 1.5}, r"agent\.gamma=1\.5 must be a probability in \[0, 1\]"),
     ],
 )
 def test_bad_ppo_config_names_the_key(overrides, message):

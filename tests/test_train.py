@@ -67,7 +67,7 @@ def test_training_writes_metrics_and_a_checkpoint_then_resume_continues(tmp_path
     assert load_checkpoint(tmp_path)["updates"] == 4
 
     proc = _train(tmp_path / "other", *SMALL_MAZES, f"resume={tmp_path}", "agent.network.hidden=64")
-    assert proc.returncode != 0 and "differs from this run's" in proc.stderr
+    assert proc.returncode == 2 and "agent.network.hidden (32 -> 64)" in proc.stderr
     assert load_checkpoint(tmp_path)["updates"] == 4  # untouched
 
 

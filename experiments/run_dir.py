@@ -1,0 +1,120 @@
+"""A run dir's ownership: one process at a time, nothing left behind by a failed start, Hydra's files
+written once the run is known to start.
+
+- :func:`lock_run_dir` takes an exclusive ``fcntl.flock`` on ``<run dir>/.lock`` for the life of the
+  run. The kernel releases it when the process ends however it ends (a crash, ``kill -9``), so a lock
+  is never stale; a second run into the same dir fails at once naming the holder's PID and host.
+  On a network filesystem this relies on its lock support (NFSv4 and Lustre have it).
+- The entry points run Hydra with ``hydra.output_subdir: null`` and a job log opened lazily, so Hydra
+  makes the run dir and nothing in it; :func:`write_hydra_files` writes ``.hydra/`` after the config
+  has been validated (and, for training, the lock taken), and :func:`discard_if_unused` removes a
+  dir a failed start made, so a sweep of typos leaves no tree of empty runs.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime
+import logging
+import os
+import shutil
+import socket
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+log = logging.getLogger(__name__)
+
+LOCK_FILE = ".lock"
+HYDRA_DIR = ".hydra"
+
+
+class RunDirLocked(RuntimeError):
+    """Another process holds the run dir."""
+
+
+@contextlib.contextmanager
+def lock_run_dir(run_dir: Path) -> Iterator[Path]:
+    """Hold ``run_dir`` exclusively while the block runs; raise :class:`RunDirLocked` at once if another
+    process holds it."""
+    try:
+        import fcntl
+    except ImportError:  # Windows: no flock; one run per dir is then the user's to keep
+        log.warning("no fcntl on this platform: %s is not locked against a second run", run_dir)
+        yield run_dir
+        return
+    run_dir.mkdir(parents=True, exist_ok=True)
+    path = run_dir / LOCK_FILE
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 4096, 0).decode(errors="replace").strip() or "an unknown process"
+            raise RunDirLocked(
+                f"{run_dir} is in use by another run ({holder}); wait for it to finish, or give this run "
+                "another dir (hydra.run.dir=...)"
+            ) from None
+        stamp = datetime.datetime.now().isoformat(timespec="seconds")
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"pid {os.getpid()} on host {socket.gethostname()}, since {stamp}\n".encode(), 0)
+        yield run_dir
+    finally:
+        os.close(fd)  # releases the lock; the file stays (deleting it would race a second run)
+
+
+def is_unused(run_dir: Path) -> bool:
+    """Whether ``run_dir`` is missing or empty (what Hydra leaves with ``output_subdir: null``)."""
+    return not run_dir.exists() or not any(run_dir.iterdir())
+
+
+def discard_if_unused(run_dir: Path, was_unused: bool) -> None:
+    """Remove ``run_dir`` if this process found it unused: a start that failed leaves nothing behind."""
+    if was_unused and run_dir.exists():
+        _release_log_files(run_dir)
+        shutil.rmtree(run_dir, ignore_errors=True)
+
+
+def write_hydra_files(run_dir: Path, task_cfg: Any, resumed: bool) -> Path:
+    """Write Hydra's record of this invocation (``config.yaml``, ``hydra.yaml``, ``overrides.yaml``).
+
+    A fresh run writes ``<run dir>/.hydra/``; a resumed one keeps that and writes its own beside it,
+    in ``.hydra/resumed-<time>/``, so the original invocation is never overwritten.
+    """
+    from hydra.core.hydra_config import HydraConfig
+    from omegaconf import OmegaConf
+
+    where = run_dir / HYDRA_DIR
+    if resumed:
+        where = where / f"resumed-{datetime.datetime.now().strftime('%Y-%m-%d_%H-%M-%S')}"
+    where.mkdir(parents=True, exist_ok=True)
+    files: dict[str, Any] = {"config.yaml": task_cfg}
+    if HydraConfig.initialized():
+        hydra_cfg = HydraConfig.get()
+        files["hydra.yaml"] = OmegaConf.create({"hydra": hydra_cfg})
+        files["overrides.yaml"] = hydra_cfg.overrides.task
+    for name, cfg in files.items():
+        (where / name).write_text(OmegaConf.to_yaml(cfg))
+    return where
+
+
+def move_log_files(src: Path, dst: Path) -> None:
+    """Point the job's log file handlers from ``src`` (Hydra's run dir) to ``dst`` (the run's own dir,
+    when resuming a run elsewhere), so one run keeps one dir."""
+    for handler in logging.getLogger().handlers:
+        if isinstance(handler, logging.FileHandler) and Path(handler.baseFilename).parent == src.resolve():
+            handler.acquire()
+            try:
+                handler.close()
+                handler.baseFilename = str((dst / Path(handler.baseFilename).name).resolve())
+            finally:
+                handler.release()
+
+
+def _release_log_files(run_dir: Path) -> None:
+    """Detach the log files in ``run_dir`` (a later record must not recreate them in a removed dir)."""
+    root = logging.getLogger()
+    for handler in list(root.handlers):
+        if isinstance(handler, logging.FileHandler) and Path(handler.baseFilename).parent == run_dir.resolve():
+            root.removeHandler(handler)
+            handler.close()
