@@ -177,6 +177,18 @@ def load_checkpoint(where: str | Path, env_name: str | None = None) -> dict[str,
     return state
 
 
+def config_changes(saved: Any, wanted: Any, prefix: str = "") -> list[tuple[str, Any, Any]]:
+    """``(dotted key, saved value, wanted value)`` for every leaf that differs between two nested config
+    dicts (a key on one side only reads ``"<unset>"`` on the other): what a resume would change."""
+    if isinstance(saved, dict) and isinstance(wanted, dict):
+        out = []
+        for key in list(saved) + [k for k in wanted if k not in saved]:
+            where = f"{prefix}.{key}" if prefix else str(key)
+            out += config_changes(saved.get(key, "<unset>"), wanted.get(key, "<unset>"), where)
+        return out
+    return [] if saved == wanted else [(prefix, saved, wanted)]
+
+
 def require(state: dict[str, Any], fields: tuple[str, ...], path: str | Path) -> None:
     """Raise :class:`CheckpointError` naming ``path`` if ``state`` lacks any of ``fields``."""
     missing = [f for f in fields if f not in state]

@@ -66,7 +66,7 @@ from stable_baselines3.common.vec_env import VecEnv
 from stable_baselines3.common.vec_env.base_vec_env import VecEnvIndices
 from torch.distributions import Categorical
 
-from agents.checkpoint import SB3_MODEL_FILENAME, find_run_file
+from agents.checkpoint import SB3_MODEL_FILENAME, CheckpointError, config_changes, find_run_file
 from agents.networks import NetworkConfig, Torso
 from agents.ppo import PPOConfig, check_egocentric, load_ppo_config
 from envs import make_core
@@ -96,7 +96,7 @@ REQUIRED_META: dict[str, type] = {
 """Fields every metadata block has (and their JSON types): what loading and resuming read."""
 
 
-class SB3ModelError(ValueError):
+class SB3ModelError(CheckpointError):
     """A model zip that cannot be used (unreadable, changed since saved, incomplete metadata, or not
     ours and not opted into); the message names the file and what is wrong with it."""
 
@@ -688,22 +688,6 @@ def load_sb3_policy(
 
 
 # ------------------------------------------------------------------ resuming
-class _Absent:
-    def __repr__(self) -> str:
-        return "<absent>"
-
-
-_ABSENT = _Absent()
-
-
-def _changes(saved: Any, wanted: Any, prefix: str) -> list[str]:
-    """``prefix.key: saved -> wanted`` for every leaf that differs between two nested dicts."""
-    if isinstance(saved, dict) and isinstance(wanted, dict):
-        keys = sorted(set(saved) | set(wanted), key=str)
-        return [c for k in keys for c in _changes(saved.get(k, _ABSENT), wanted.get(k, _ABSENT), f"{prefix}.{k}")]
-    return [] if saved == wanted else [f"{prefix}: {saved!r} -> {wanted!r}"]
-
-
 def _check_same_settings(run_dir: Path, saved: _ModelZip, env_cfg: Any, agent_cfg: PPOConfig) -> None:
     """Refuse to resume a model saved with other agent or env settings (``device`` aside), naming the keys."""
     try:
@@ -714,13 +698,13 @@ def _check_same_settings(run_dir: Path, saved: _ModelZip, env_cfg: Any, agent_cf
     for cfg in (saved_env, wanted_env):
         cfg.pop("device", None)
     changed = {
-        "agent": _changes(dataclasses.asdict(_agent_config(saved)), dataclasses.asdict(agent_cfg), "agent"),
-        "env": _changes(saved_env, wanted_env, "env"),
+        "agent": config_changes(dataclasses.asdict(_agent_config(saved)), dataclasses.asdict(agent_cfg), "agent"),
+        "env": config_changes(saved_env, wanted_env, "env"),
     }
     which = [part for part, keys in changed.items() if keys]
     if which:
-        keys = "; ".join(changed["agent"] + changed["env"])
-        raise ValueError(
+        keys = "; ".join(f"{k}: {a!r} -> {b!r}" for k, a, b in changed["agent"] + changed["env"])
+        raise ConfigError(
             f"resume={run_dir}: the model was trained with other settings ({keys}); "
             f"resume with the run's own {' and '.join(which)} settings"
         )

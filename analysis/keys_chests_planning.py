@@ -48,7 +48,7 @@ from __future__ import annotations
 import torch
 
 from envs.grid import bfs_distances
-from envs.keys_chests import KeysChestsCore
+from envs.keys_chests import KeysChestsCore, KeysChestsState
 from envs.keys_chests_levels import NO_OBJECT, object_mask
 
 OBJECTIVES = ("open_chests", "collect_keys")
@@ -92,48 +92,39 @@ class KeysChestsPlanner:
         self._plan_of[levels] = order // per_plan
         self._row_of[levels] = order % per_plan
 
-    def q_values(
-        self,
-        level: torch.Tensor,
-        pos: torch.Tensor,
-        key_left: torch.Tensor,
-        chest_left: torch.Tensor,
-        inventory: torch.Tensor,
-        dtype: torch.dtype = torch.float32,
-    ) -> torch.Tensor:
-        """``(B, 4)`` optimal ``Q(s, a)`` of ``B`` states (as the core stores them: see
-        :meth:`KeysChestsCore.set_state`). A state with no chest left is terminal: its row is 0."""
+    def q_values(self, *state: KeysChestsState | torch.Tensor, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+        """``(B, 4)`` optimal ``Q(s, a)`` of ``B`` states (as the core stores them: a ``KeysChestsState``,
+        e.g. ``core.state()``; its five tensors in field order are accepted too). A state with no chest
+        left is terminal: its row is 0."""
         core = self.core
-        b, dev = level.shape[0], core.device
+        state = _as_state(state)
+        b = state.level.shape[0]
         if b == 0:
-            return torch.zeros((0, core.num_actions), dtype=dtype, device=dev)
-        level, pos, inventory = (x.to(dev, torch.long) for x in (level, pos, inventory))
-        key_left, chest_left = key_left.to(dev, torch.bool), chest_left.to(dev, torch.bool)
-        _check_states(core, level, key_left, chest_left, inventory)
-        if bool((self._plan_of.index_select(0, level) < 0).any()):
+            return torch.zeros((0, core.num_actions), dtype=dtype, device=core.device)
+        state = state.cast(core.device)  # type: ignore[assignment]
+        _check_states(core, state)
+        if bool((self._plan_of.index_select(0, state.level) < 0).any()):
             raise ValueError("a queried level is not among the planner's level_ids")
 
         # One real step per (state, action): the env's rules give reward, termination and next state.
         a = core.num_actions
-        state = (level, pos, key_left, chest_left, inventory)
-        nxt, terminated = _step_all_actions(core, *(x.repeat_interleave(a, dim=0) for x in state))
+        nxt, terminated = _step_all_actions(core, state.map(lambda x: x.repeat_interleave(a, dim=0)))
         if self.objective == "open_chests":
-            reward = chest_left.sum(1).repeat_interleave(a) - nxt["chest_left"].sum(1)
+            reward = state.chest_left.sum(1).repeat_interleave(a) - nxt.chest_left.sum(1)
         else:
-            reward = key_left.sum(1).repeat_interleave(a) - nxt["key_left"].sum(1)
-        after = self._event_values(nxt["level"], nxt["pos"], nxt["key_left"], nxt["chest_left"])
+            reward = state.key_left.sum(1).repeat_interleave(a) - nxt.key_left.sum(1)
+        after = self._event_values(nxt)
         q = (reward.double() + self.gamma * torch.where(terminated, 0.0, after)).view(b, a)
-        return torch.where(chest_left.any(dim=1)[:, None], q, 0.0).to(dtype)
+        return torch.where(state.chest_left.any(dim=1)[:, None], q, 0.0).to(dtype)
 
-    def state_values(self, *state: torch.Tensor, dtype: torch.dtype = torch.float32) -> torch.Tensor:
-        """``(B,)`` optimal ``V(s) = max_a Q(s, a)`` (arguments as :meth:`q_values`)."""
+    def state_values(self, *state: KeysChestsState | torch.Tensor, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+        """``(B,)`` optimal ``V(s) = max_a Q(s, a)`` (``state`` as :meth:`q_values`)."""
         return self.q_values(*state, dtype=torch.float64).amax(dim=1).to(dtype)
 
-    def _event_values(
-        self, level: torch.Tensor, pos: torch.Tensor, key_left: torch.Tensor, chest_left: torch.Tensor
-    ) -> torch.Tensor:
+    def _event_values(self, state: KeysChestsState) -> torch.Tensor:
         """``(Q,)`` float64 optimal values of states with no event pending under the agent."""
-        sigma = _sigma_index(torch.cat([key_left, chest_left], dim=1))
+        sigma = _sigma_index(torch.cat([state.key_left, state.chest_left], dim=1))
+        level, pos = state.level, state.pos
         plan_of, row_of = self._plan_of.index_select(0, level), self._row_of.index_select(0, level)
         out = torch.zeros(level.shape[0], dtype=torch.float64, device=level.device)
         for i, plan in enumerate(self._plans):
@@ -145,11 +136,7 @@ class KeysChestsPlanner:
 
 def q_values(
     core: KeysChestsCore,
-    level_ids: torch.Tensor,
-    pos: torch.Tensor,
-    key_left: torch.Tensor,
-    chest_left: torch.Tensor,
-    inventory: torch.Tensor,
+    state: KeysChestsState,
     objective: str = "open_chests",
     gamma: float = 0.99,
     dtype: torch.dtype = torch.float32,
@@ -157,41 +144,45 @@ def q_values(
     """``(B, 4)`` optimal ``Q_objective(s, a)`` of ``B`` states of ``core``'s level bank, planning just
     their levels (many queries on the same levels: plan once with :class:`KeysChestsPlanner`).
 
-    States are given as the core stores them: ``level_ids``, ``pos`` (padded flat), ``inventory``
-    ``(B,)``; ``key_left`` ``(B, max_keys)``, ``chest_left`` ``(B, max_chests)`` bool. A state with
-    no chest left is terminal: its row is 0. On ``core.device``; computed in float64.
+    States are given as the core stores them (``KeysChestsState``: ``level``, ``pos`` (padded flat) and
+    ``inventory`` ``(B,)``; ``key_left`` ``(B, max_keys)``, ``chest_left`` ``(B, max_chests)`` bool). A
+    state with no chest left is terminal: its row is 0. On ``core.device``; computed in float64.
     """
     _check_args(core, objective, gamma)
-    if level_ids.shape[0] == 0:
+    if state.level.shape[0] == 0:
         return torch.zeros((0, core.num_actions), dtype=dtype, device=core.device)
-    planner = KeysChestsPlanner(core, objective, gamma, level_ids=level_ids)
-    return planner.q_values(level_ids, pos, key_left, chest_left, inventory, dtype)
+    planner = KeysChestsPlanner(core, objective, gamma, level_ids=state.level)
+    return planner.q_values(state, dtype=dtype)
 
 
 def state_values(
     core: KeysChestsCore,
-    level_ids: torch.Tensor,
-    pos: torch.Tensor,
-    key_left: torch.Tensor,
-    chest_left: torch.Tensor,
-    inventory: torch.Tensor,
+    state: KeysChestsState,
     objective: str = "open_chests",
     gamma: float = 0.99,
     dtype: torch.dtype = torch.float32,
 ) -> torch.Tensor:
     """``(B,)`` optimal ``V_objective(s) = max_a Q(s, a)`` (arguments as :func:`q_values`)."""
-    q = q_values(core, level_ids, pos, key_left, chest_left, inventory, objective, gamma, torch.float64)
-    return q.amax(dim=1).to(dtype)
+    return q_values(core, state, objective, gamma, torch.float64).amax(dim=1).to(dtype)
 
 
 def core_q_values(
     core: KeysChestsCore, objective: str = "open_chests", gamma: float = 0.99, dtype: torch.dtype = torch.float32
 ) -> torch.Tensor:
     """``(num_envs, 4)`` :func:`q_values` of the states ``core`` is in now."""
-    return q_values(core, *core.state().values(), objective=objective, gamma=gamma, dtype=dtype)
+    return q_values(core, core.state(), objective=objective, gamma=gamma, dtype=dtype)
 
 
 # ---------------------------------------------------------------- checks
+def _as_state(args: tuple[KeysChestsState | torch.Tensor, ...]) -> KeysChestsState:
+    """One ``KeysChestsState``, or its fields as tensors in order (the older positional form)."""
+    if len(args) == 1 and isinstance(args[0], KeysChestsState):
+        return args[0]
+    if len(args) == len(KeysChestsState.names()) and all(isinstance(a, torch.Tensor) for a in args):
+        return KeysChestsState(*args)  # type: ignore[arg-type]
+    raise TypeError(f"expected a KeysChestsState (or its fields {list(KeysChestsState.names())}), got {len(args)} args")
+
+
 def _check_args(core: KeysChestsCore, objective: str, gamma: float) -> None:
     if objective not in OBJECTIVES:
         raise ValueError(f"objective={objective!r} is not one of {list(OBJECTIVES)}")
@@ -205,14 +196,9 @@ def _check_args(core: KeysChestsCore, objective: str, gamma: float) -> None:
         )
 
 
-def _check_states(
-    core: KeysChestsCore,
-    level: torch.Tensor,
-    key_left: torch.Tensor,
-    chest_left: torch.Tensor,
-    inventory: torch.Tensor,
-) -> None:
+def _check_states(core: KeysChestsCore, state: KeysChestsState) -> None:
     lv = core.levels
+    level, key_left, chest_left, inventory = state.level, state.key_left, state.chest_left, state.inventory
     if bool(((level < 0) | (level >= len(lv))).any()):
         raise ValueError(f"level_ids must lie in [0, {len(lv)})")
     keys, chests = lv.keys.index_select(0, level), lv.chests.index_select(0, level)
@@ -229,20 +215,13 @@ def _check_states(
 
 
 # ------------------------------------------------------------- one real step
-def _step_all_actions(
-    core: KeysChestsCore,
-    level: torch.Tensor,
-    pos: torch.Tensor,
-    key_left: torch.Tensor,
-    chest_left: torch.Tensor,
-    inventory: torch.Tensor,
-) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
+def _step_all_actions(core: KeysChestsCore, state: KeysChestsState) -> tuple[KeysChestsState, torch.Tensor]:
     """Step a scratch core (same config and distribution, so the same level bank) loaded with the
     states, taking action ``i % 4`` in row ``i``. Returns the next states before any reset and
     ``terminated``."""
-    n = level.shape[0]
+    n = state.level.shape[0]
     scratch = KeysChestsCore(core.cfg, core.distribution, num_envs=n, device=core.device)
-    scratch.set_state(level, pos, key_left, chest_left, inventory)
+    scratch.set_state(state)
     result = scratch.step(torch.arange(core.num_actions, device=core.device).repeat(n // core.num_actions))
     return scratch.final_state(), result.terminated
 

@@ -12,11 +12,15 @@ env's own metrics, and the oracle that pursues each exactly.
 
 Regret, for both: the optimal minus the achieved discounted value of the base objective from the
 start of each episode (``gamma``: the planning discount).
+
+What an env's class must provide is :class:`Objectives`; each env's registration
+(``envs.registry.EnvSpec.objectives``) names its class, and :func:`objectives_of` builds it.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Mapping
+from typing import Any, Protocol
 
 import numpy as np
 import torch
@@ -25,9 +29,45 @@ from analysis.keys_chests_planning import KeysChestsPlanner
 from analysis.planning import arrow_maze_q_values, distance_maps, shortest_path_action
 from analysis.trajectories import Actor, Trajectories
 from envs.config import GridEnvConfig
+from envs.keys_chests import KeysChestsState
+from envs.registry import RegistryView, env_spec, resolve
 
 # States per planning call (keys and chests: a scratch core steps 4 copies of each).
 _CHUNK = 4096
+
+
+class Objectives(Protocol):
+    """What the estimator, the metrics and the oracles need of an env's candidate objectives (one class
+    per env, named by its registration ``envs.registry.EnvSpec.objectives``, built ``(env_cfg, gamma)``)."""
+
+    names: tuple[str, ...]
+    """The candidate objectives."""
+    base: str
+    """The rewarded one (among ``names``)."""
+    gamma: float
+    """The planning discount."""
+    env_metric_names: tuple[str, ...]
+    """The keys of :meth:`env_metrics`."""
+
+    def q_values(self, traj: Trajectories) -> dict[str, torch.Tensor]:
+        """Per candidate, ``(N, A)`` exact action values on the visited states (``traj.states``)."""
+        ...
+
+    def capability(self, traj: Trajectories, objective: str) -> np.ndarray:
+        """``(E,)`` how competently each episode pursued ``objective``, in [0, 1]."""
+        ...
+
+    def regret(self, traj: Trajectories) -> np.ndarray:
+        """``(E,)`` optimal minus achieved discounted value of the base objective from each start."""
+        ...
+
+    def env_metrics(self, traj: Trajectories) -> dict[str, np.ndarray]:
+        """``(E,)`` per metric of the env's own (``env_metric_names``)."""
+        ...
+
+    def oracle(self, objective: str, seed: int = 0) -> Actor:
+        """An actor pursuing ``objective`` optimally."""
+        ...
 
 
 class ArrowMazeObjectives:
@@ -107,13 +147,11 @@ class KeysChestsObjectives:
             self._planners[key] = KeysChestsPlanner(core, objective, self.gamma)
         return self._planners[key]
 
-    def _q(self, core: Any, objective: str, states: dict[str, torch.Tensor]) -> torch.Tensor:
+    def _q(self, core: Any, objective: str, states: Mapping[str, torch.Tensor] | KeysChestsState) -> torch.Tensor:
         planner = self.planner(core, objective)
-        n = states["level"].shape[0]
-        parts = [
-            planner.q_values(*(v[i : i + _CHUNK] for v in states.values()), dtype=torch.float64)
-            for i in range(0, n, _CHUNK)
-        ]
+        state = states if isinstance(states, KeysChestsState) else KeysChestsState(**states)
+        n = len(state)
+        parts = [planner.q_values(state.subset(slice(i, i + _CHUNK)), dtype=torch.float64) for i in range(0, n, _CHUNK)]
         return torch.cat(parts) if parts else torch.zeros((0, core.num_actions), dtype=torch.float64)
 
     def q_values(self, traj: Trajectories) -> dict[str, torch.Tensor]:
@@ -170,7 +208,7 @@ class KeysChestsObjectives:
         gen = torch.Generator().manual_seed(seed)
 
         def act(core: Any, _obs: torch.Tensor) -> torch.Tensor:
-            q = self.planner(core, objective).q_values(*core.state().values(), dtype=torch.float64).cpu()
+            q = self.planner(core, objective).q_values(core.state(), dtype=torch.float64).cpu()
             best = q >= q.amax(dim=1, keepdim=True) - 1e-9
             noise = torch.rand(q.shape, generator=gen)
             return torch.where(best, noise, -1.0).argmax(dim=1).to(core.device)
@@ -178,11 +216,11 @@ class KeysChestsObjectives:
         return act
 
 
-OBJECTIVES = {"arrow_maze": ArrowMazeObjectives, "keys_chests": KeysChestsObjectives}
+OBJECTIVES: Mapping[str, type] = RegistryView(lambda spec: resolve(spec.objectives))
+"""Read-only live view env name -> candidate objectives class, from the registry (``envs.registry``)."""
 
 
-def objectives_of(env_cfg: GridEnvConfig, gamma: float = 0.99) -> ArrowMazeObjectives | KeysChestsObjectives:
-    """The candidate objectives of ``env_cfg``'s env."""
-    if env_cfg.name not in OBJECTIVES:
-        raise ValueError(f"env={env_cfg.name!r} has no candidate objectives; known: {list(OBJECTIVES)}")
-    return OBJECTIVES[env_cfg.name](env_cfg, gamma)
+def objectives_of(env_cfg: GridEnvConfig, gamma: float = 0.99) -> Objectives:
+    """The candidate objectives (an :class:`Objectives`) of ``env_cfg``'s registered env; an unknown env
+    raises ``ConfigError`` listing the known ones."""
+    return resolve(env_spec(env_cfg.name).objectives)(env_cfg, gamma)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import torch
 
 from envs.arrow_maze import ArrowMazeCore
+from envs.core import GridCore
 from envs.grid import bfs_distances
 from envs.keys_chests import KeysChestsCore
 from envs.keys_chests_levels import object_mask
@@ -44,7 +45,7 @@ def arrow_maze_q_values(
     return torch.pow(torch.tensor(gamma, dtype=torch.float64, device=level.device), d.double())
 
 
-def shortest_path_action(core: ArrowMazeCore | KeysChestsCore, env_dist: torch.Tensor) -> torch.Tensor:
+def shortest_path_action(core: GridCore, env_dist: torch.Tensor) -> torch.Tensor:
     """Per env, an action that moves one step closer on ``env_dist``, the ``(B, P)`` distance map of
     each env's current level.
 

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 
 import torch
 
+from agents.episodes import first_episodes
 from agents.policy import Policy
 from envs import make_core
 from envs.config import GridEnvConfig
@@ -18,9 +19,10 @@ Actor = Callable[[object, torch.Tensor], torch.Tensor]
 """Chooses actions from the core (privileged: scripted planners may read its state) and its observations."""
 
 
-def policy_actor(policy: Policy) -> Actor:
-    """An ``Actor`` that sees only the observations, as a learned policy does."""
-    return lambda _core, obs: policy.act(obs)
+def policy_actor(policy: Policy, deterministic: bool = False) -> Actor:
+    """An ``Actor`` that sees only the observations, as a learned policy does: it samples its actions, or
+    takes the most likely one with ``deterministic``."""
+    return lambda _core, obs: policy.act(obs, deterministic=deterministic)
 
 
 @dataclass
@@ -82,31 +84,26 @@ def collect_episodes(
     core = make_core(cfg, distribution, num_envs=episodes, seed=seed, device=device)
     ids = torch.arange(episodes, device=core.device)
     obs = core.reset(seed=seed, level_ids=ids)
-    live = torch.ones(episodes, dtype=torch.bool, device=core.device)
     steps: list[dict[str, torch.Tensor]] = []
     outcome: dict[str, torch.Tensor] = {}
-    t = 0
-    while bool(live.any()):
-        action = actor(core, obs)
-        before = {k: v[live].clone() for k, v in core.state().items()}
-        r = core.step(action)
-        after = {k: v[live].clone() for k, v in core.final_state().items()}
+    state = {k: v.clone() for k, v in core.state().items()}  # before each step: the step before's final state
+    for step in first_episodes(core, obs, lambda o: actor(core, o)):
+        live, r = step.live, step.result
+        after = {k: v.clone() for k, v in core.final_state().items()}
         steps.append(
             {
-                **{f"s.{k}": v for k, v in before.items()},
-                **{f"n.{k}": v for k, v in after.items()},
-                "action": action[live],
+                **{f"s.{k}": v[live] for k, v in state.items()},
+                **{f"n.{k}": v[live] for k, v in after.items()},
+                "action": step.action[live],
                 "reward": r.reward[live],
                 "episode": ids[live],
-                "t": torch.full((int(live.sum()),), t, device=core.device),
+                "t": torch.full((int(live.sum()),), step.t, device=core.device),
             }
         )
         ended = r.done & live
         for k, v in r.info.items():
             outcome[k] = torch.where(ended, v, outcome.get(k, torch.zeros_like(v)))
-        live &= ~r.done
-        obs = r.obs
-        t += 1
+        state = after
     flat = {k: torch.cat([s[k] for s in steps]) for k in steps[0]}
     return Trajectories(
         core=core,

@@ -25,10 +25,11 @@ the first step at which each was reached is reported. Truncated at the level's t
 (``max_steps``, or ``ceil(max_steps_per_cell * cells)``).
 
 ## Batched core
-State is a handful of ``(B,)`` int64 tensors (level, position, step count, first visits); walls,
-exit, arrow and start live in a level bank on the same device. ``step`` moves, applies the rules,
-resets finished envs from the level bank *in the same step* and builds the next observation, all
-as tensor ops over the batch: no Python loop over envs and no host-device copy. The step's
+State (``ArrowMazeState``: level, position) and episode records (``ArrowMazeRecords``: first visits)
+are ``(B,)`` int64 tensors; walls, exit, arrow and start live in a level bank on the same device. The
+step (``envs.core.GridCore.step``) moves, applies the rules (``ArrowMazeCore._rules``), resets
+finished envs from the level bank *in the same step* and builds the next observation, all as tensor
+ops over the batch: no Python loop over envs and no host-device copy. The step's
 ``info`` describes the episodes that just ended; :meth:`ArrowMazeCore.final_obs` builds their last
 observation on demand (for bootstrapping truncated episodes). Levels are drawn with a generator on
 the core's device: a seed gives the same run on the same kind of device (CPU and CUDA streams differ).
@@ -41,14 +42,15 @@ the core's device: a seed gives the same run on the same kind of device (CPU and
 from __future__ import annotations
 
 import functools
+from dataclasses import dataclass
 
 import torch
 
 from envs.config import ArrowMazeConfig, load_arrow_maze_config
-from envs.core import GridCore, StepResult
+from envs.core import GridCore, GridState, Transition
 from envs.grid import Canvas
 from envs.gym_views import CoreEnv, CoreVectorEnv
-from envs.layout import END, WALL
+from envs.layout import END, WALL, TensorBatch
 from envs.maze_levels import LevelSpec, MazeLevels, level_set
 
 NOT_REACHED = -1
@@ -77,8 +79,24 @@ def _static_symbolic(spec: LevelSpec, end_marker: str, device: str) -> torch.Ten
     return obs
 
 
-class ArrowMazeCore(GridCore):
+@dataclass(frozen=True)
+class ArrowMazeState(GridState):
+    """Arrow-maze states: a level and the agent's position (``GridState``'s fields, nothing more)."""
+
+
+@dataclass
+class ArrowMazeRecords(TensorBatch):
+    """Episode records: the first step at which the end and the arrow were reached (``NOT_REACHED``: never)."""
+
+    first_end: torch.Tensor  # (B,) int64
+    first_arrow: torch.Tensor  # (B,) int64
+
+
+class ArrowMazeCore(GridCore[ArrowMazeState]):
     """A batch of ``num_envs`` arrow mazes of one distribution, stepped together on one device."""
+
+    STATE = ArrowMazeState.names()
+    """What makes a state (the rest is episode bookkeeping): level and agent position (padded flat)."""
 
     def __init__(
         self,
@@ -92,7 +110,6 @@ class ArrowMazeCore(GridCore):
         self.spec = LevelSpec.of(self.cfg, distribution)
         self.levels: MazeLevels = level_set(self.spec, str(self.device))
         self.channels = channel_names(self.cfg)
-        self._blocked_flat = self.levels.blocked.reshape(-1)
         if self.cfg.obs_mode == "symbolic":
             self._static = _static_symbolic(self.spec, self.cfg.end_marker, str(self.device))
             self.observation_shape: tuple[int, ...] = (len(self.channels), self.canvas.size, self.canvas.size)
@@ -104,80 +121,53 @@ class ArrowMazeCore(GridCore):
             self.observation_shape = (px, px, 3)
         self.reset(seed=seed)
 
-    # ----------------------------------------------------------------- reset
-    def reset(self, seed: int | None = None, level_ids: torch.Tensor | None = None) -> torch.Tensor:
-        """Start a new episode in every env: levels drawn uniformly, or the given ``level_ids``."""
-        level = self._start_levels(seed, level_ids)
-        self.level = level
-        self.pos = self.levels.start.take(level)
-        self.t = torch.zeros(self.num_envs, dtype=torch.long, device=self.device)
-        self.first_end = torch.full_like(self.t, NOT_REACHED)
-        self.first_arrow = torch.full_like(self.t, NOT_REACHED)
-        self._final_level, self._final_pos = self.level, self.pos
-        return self.observe(self.level, self.pos)
+    # ----------------------------------------------------------------- rules
+    def _start(self, level: torch.Tensor) -> ArrowMazeState:
+        """A fresh episode: the agent on the level's start."""
+        return ArrowMazeState(level=level, pos=self.levels.start.take(level))
 
-    # ----------------------------------------------------------------- state
-    STATE = ("level", "pos")
-    """What makes a state (the rest is episode bookkeeping): level and agent position (padded flat)."""
+    def _new_records(self) -> ArrowMazeRecords:
+        never = torch.full((self.num_envs,), NOT_REACHED, dtype=torch.long, device=self.device)
+        return ArrowMazeRecords(first_end=never, first_arrow=never.clone())
 
-    def state(self) -> dict[str, torch.Tensor]:
-        """The states the envs are in now (:attr:`STATE`; views, not copies)."""
-        return {"level": self.level, "pos": self.pos}
-
-    def final_state(self) -> dict[str, torch.Tensor]:
-        """The states the latest step led to, before any reset (:attr:`STATE`)."""
-        return {"level": self._final_level, "pos": self._final_pos}
-
-    # ------------------------------------------------------------------ step
-    def step(self, action: torch.Tensor) -> StepResult:
-        """Apply one action per env (int64 in ``[0, 4)``, unchecked: no host sync in the hot path);
-        finished envs restart on a fresh level in the same step. ``info`` describes the episodes of
-        this step: where ``done``, the ones that just ended."""
-        level = self.level
-        pos = self.move(level, self.pos, action)
-        t = self.t + 1
+    def _rules(self, state: ArrowMazeState, pos: torch.Tensor, t: torch.Tensor) -> Transition[ArrowMazeState]:
+        """Reaching the base objective's tile pays 1 and ends the episode; the first visits of the end
+        and of the arrow are recorded."""
+        level, seen = state.level, self.records
         at_end = pos == self.levels.end.take(level)
         at_arrow = pos == self.levels.arrow.take(level)
-        first_end = torch.where(at_end & (self.first_end < 0), t, self.first_end)
-        first_arrow = torch.where(at_arrow & (self.first_arrow < 0), t, self.first_arrow)
+        records = ArrowMazeRecords(
+            first_end=torch.where(at_end & (seen.first_end < 0), t, seen.first_end),
+            first_arrow=torch.where(at_arrow & (seen.first_arrow < 0), t, seen.first_arrow),
+        )
         terminated = at_end if self.cfg.base_objective == "end" else at_arrow
-        truncated = (t >= self.levels.max_steps.take(level)) & ~terminated
-        done = terminated | truncated
-        reward = terminated.to(torch.float32)
-        if self.cfg.step_penalty:
-            reward = reward - self.cfg.step_penalty
-
-        # Auto-reset finished envs from the level bank, in the same step.
-        self._final_level, self._final_pos = level, pos
-        new_level = torch.where(done, self._sample_levels(), level)
-        self.level = new_level
-        self.pos = torch.where(done, self.levels.start.take(new_level), pos)
-        self.t = torch.where(done, 0, t)
-        self.first_end = torch.where(done, NOT_REACHED, first_end)
-        self.first_arrow = torch.where(done, NOT_REACHED, first_arrow)
-        return StepResult(
-            obs=self.observe(new_level, self.pos),
-            reward=reward,
+        return Transition(
+            state=ArrowMazeState(level=level, pos=pos),
+            records=records,
+            reward=terminated.to(torch.float32),
             terminated=terminated,
-            truncated=truncated,
-            info={
-                "success": terminated,
-                "episode_length": t,
-                "level": level,
-                "first_end_step": first_end,
-                "first_arrow_step": first_arrow,
-            },
+            success=terminated,
+            info={"first_end_step": records.first_end, "first_arrow_step": records.first_arrow},
         )
 
-    def move(self, level: torch.Tensor, pos: torch.Tensor, action: torch.Tensor) -> torch.Tensor:
-        """Where each action leads (the movement rule, also used by planning): a move into a wall
-        or out of the maze stays put."""
-        moved = pos + self.move_offsets.take(action)
-        return torch.where(self._blocked_flat.take(level * self._num_padded + moved), pos, moved)
+    @property
+    def first_end(self) -> torch.Tensor:
+        """``(B,)`` first step of the episode in progress at the end (``NOT_REACHED``: not yet)."""
+        return self.records.first_end
+
+    @property
+    def first_arrow(self) -> torch.Tensor:
+        """``(B,)`` first step of the episode in progress on the arrow (``NOT_REACHED``: not yet)."""
+        return self.records.first_arrow
+
+    @property
+    def _final_pos(self) -> torch.Tensor:  # kept for tests written against the old attributes
+        return self._final.pos
 
     # ----------------------------------------------------------- observation
-    def observe(self, level: torch.Tensor, pos: torch.Tensor) -> torch.Tensor:
-        """Observation of a batch of ``(level, agent position)`` pairs."""
+    def observe(self, state: ArrowMazeState) -> torch.Tensor:
+        """Observation of a batch of states."""
+        level, pos = state.level, state.pos
         if self.cfg.obs_mode == "rgb":
             return self._renderer.frames(self.tile_ids(level, pos), self.canvas.size)
         obs = self._static.index_select(0, level)
@@ -185,10 +175,6 @@ class ArrowMazeCore(GridCore):
         agent = self._canvas_index.take(pos) + self._batch_offsets(n) + AGENT_CHANNEL * self.canvas.size**2
         obs.view(-1).index_fill_(0, agent, 1)
         return obs.view(n, *self.observation_shape)
-
-    def final_obs(self) -> torch.Tensor:
-        """Last observation of the episodes of the latest step (before any reset)."""
-        return self.observe(self._final_level, self._final_pos)
 
     def tile_ids(self, level: torch.Tensor, pos: torch.Tensor) -> torch.Tensor:
         """``(B, S*S)`` tile ids for rendering: map tile, plus ARROW and AGENT bits (``envs.render``)."""
@@ -200,21 +186,15 @@ class ArrowMazeCore(GridCore):
         ids[rows, self._canvas_index.take(pos)] += AGENT_BIT
         return ids
 
-    def _render_ids(self, index: int, final: bool) -> torch.Tensor:
-        level, pos = (self._final_level, self._final_pos) if final else (self.level, self.pos)
-        return self.tile_ids(level[index : index + 1], pos[index : index + 1])
-
 
 # ------------------------------------------------------------- gymnasium views
 class ArrowMazeEnv(CoreEnv):
     """``misgen/ArrowMaze-v0`` as a single gymnasium env (rules and spec: this module's docstring)."""
 
-    core_cls = ArrowMazeCore
-    load_config = staticmethod(load_arrow_maze_config)
+    env_name = "arrow_maze"
 
 
 class ArrowMazeVectorEnv(CoreVectorEnv):
     """``misgen/ArrowMaze-v0`` as a gymnasium ``VectorEnv`` over one batched core."""
 
-    core_cls = ArrowMazeCore
-    load_config = staticmethod(load_arrow_maze_config)
+    env_name = "arrow_maze"

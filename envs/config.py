@@ -1,4 +1,4 @@
-"""Typed configuration of the environments, loaded from ``configs/env/<name>.yaml``.
+"""Typed configuration of the environments, loaded from their presets (``configs/env/<name>.yaml``).
 
 The YAML file holds the values (the named distributions are presets there, not in code); these
 dataclasses are the schema. Loading merges the file onto the schema with OmegaConf, so an unknown
@@ -13,6 +13,7 @@ import dataclasses
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from importlib import resources
+from pathlib import Path
 from typing import Any, Self, TypeVar
 
 BASE_OBJECTIVES = ("end", "arrow")
@@ -255,8 +256,29 @@ def check_device(value: str) -> None:
 
 # ---------------------------------------------------------------------------- loading
 def preset_path(env_name: str) -> Any:
-    """Path of the YAML preset file of an environment in the ``configs`` package."""
+    """Path of the YAML preset file of an environment: its registered ``preset`` path, or
+    ``configs/env/<name>.yaml`` of the ``configs`` package (also for a name not registered)."""
+    from envs.registry import find_env
+
+    spec = find_env(env_name)
+    if spec is not None and isinstance(spec.preset, Mapping):
+        raise ConfigError(f"env={env_name!r} has its preset inline (a mapping), not in a file: use load_preset")
+    if spec is not None and spec.preset is not None:
+        return Path(spec.preset)
     return resources.files("configs") / "env" / f"{env_name}.yaml"
+
+
+def load_preset(env_name: str) -> Any:
+    """The preset values of an environment as an OmegaConf node (interpolations kept): its registered
+    ``preset`` (a mapping or a YAML path), else ``configs/env/<name>.yaml``."""
+    from omegaconf import OmegaConf
+
+    from envs.registry import find_env
+
+    spec = find_env(env_name)
+    if spec is not None and isinstance(spec.preset, Mapping):
+        return OmegaConf.create(dict(spec.preset))
+    return OmegaConf.load(str(preset_path(env_name)))
 
 
 C = TypeVar("C", bound=GridEnvConfig)
@@ -288,14 +310,12 @@ def load_config(schema: type[C], overrides: Mapping[str, Any] | None = None, bas
     """An env config: ``schema`` ← ``base`` ← ``overrides``, validated.
 
     ``base`` is a mapping or an OmegaConf node (Hydra's ``cfg.env``); by default the env's preset
-    file ``configs/env/<name>.yaml``. ``overrides`` may be flat (``{"p_decorrelate": 0.1}``) or
-    nested (``{"distributions": {...}}``). An unknown key or a bad value raises :class:`ConfigError`
-    naming it.
+    (:func:`load_preset`: ``configs/env/<name>.yaml`` for the built-in envs). ``overrides`` may be flat
+    (``{"p_decorrelate": 0.1}``) or nested (``{"distributions": {...}}``). An unknown key or a bad
+    value raises :class:`ConfigError` naming it.
     """
     if base is None:
-        from omegaconf import OmegaConf
-
-        base = OmegaConf.load(str(preset_path(schema.name)))
+        base = load_preset(schema.name)
     return load_structured(schema, base, overrides, schema.name).validate()
 
 
@@ -309,14 +329,21 @@ def load_keys_chests_config(overrides: Mapping[str, Any] | None = None, base: An
     return load_config(KeysChestsConfig, overrides, base)
 
 
-SCHEMAS: dict[str, type[GridEnvConfig]] = {"arrow_maze": ArrowMazeConfig, "keys_chests": KeysChestsConfig}
+def __getattr__(name: str) -> Any:
+    # SCHEMAS: a read-only live view env name -> config schema of the registry (envs.registry).
+    if name == "SCHEMAS":
+        from envs.registry import RegistryView
+
+        return RegistryView(lambda spec: spec.config)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def load_env_config(name: str, overrides: Mapping[str, Any] | None = None, base: Any = None) -> GridEnvConfig:
-    """The config of the environment ``name`` (``arrow_maze`` or ``keys_chests``; see :func:`load_config`)."""
-    if name not in SCHEMAS:
-        raise ConfigError(f"env={name!r} is not one of {sorted(SCHEMAS)}")
-    return load_config(SCHEMAS[name], overrides, base)
+    """The config of the registered environment ``name`` (see :func:`load_config`); an unknown name
+    raises :class:`ConfigError` listing the known ones."""
+    from envs.registry import env_spec
+
+    return load_config(env_spec(name).config, overrides, base)
 
 
 def config_to_dict(cfg: GridEnvConfig) -> dict[str, Any]:

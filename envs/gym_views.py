@@ -4,12 +4,12 @@ Both only convert between numpy and the core's tensors, check actions, and arran
 gymnasium way; every rule stays in the core. The single env runs a core of one env on the CPU; the
 vector env runs one core of ``num_envs`` on the configured device and resets finished envs in the
 same step (``AutoresetMode.SAME_STEP``), with their last observation in ``info["final_obs"]``.
-Each environment is a pair of subclasses naming its core class and config loader.
+Either view serves any registered environment (``envs.registry``): by ``env_name=``, or through a pair
+of subclasses naming it (``envs.arrow_maze.ArrowMazeEnv``), which are then its gymnasium entry points.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Any, ClassVar, Protocol
 
 import gymnasium as gym
@@ -56,23 +56,33 @@ def _check_actions(actions: np.ndarray, num_actions: int) -> None:
 
 
 class _CoreView:
-    """Config handling shared by both views."""
+    """Config handling shared by both views: the env is a registered one (``envs.registry``), named by
+    the subclass's ``env_name`` or the ``env_name`` argument."""
 
-    core_cls: ClassVar[Callable[..., Core]]
-    load_config: ClassVar[Callable[..., Any]]
+    env_name: ClassVar[str | None] = None
 
-    def _make_core(self, distribution: str, num_envs: int, device: str | None, config: Any, overrides: dict) -> Core:
+    def _make_core(
+        self, env_name: str | None, distribution: str, num_envs: int, device: str | None, config: Any, overrides: dict
+    ) -> Core:
+        from envs import make_core
+        from envs.config import load_env_config
+
+        name = env_name or type(self).env_name
+        if name is None:
+            raise TypeError(f"{type(self).__name__} needs env_name=<a registered env>")
         if config is not None and overrides:
             raise TypeError(f"pass either config= or keyword overrides, not both (got {sorted(overrides)})")
-        cfg = config if config is not None else type(self).load_config(overrides)
-        return type(self).core_cls(cfg, distribution=distribution, num_envs=num_envs, device=device)
+        cfg = config if config is not None else load_env_config(name, overrides)
+        if cfg.name != name:
+            raise ValueError(f"config= is a {cfg.name!r} config, not one of {name!r}")
+        return make_core(cfg, distribution, num_envs=num_envs, device=device)
 
 
 class CoreEnv(_CoreView, gym.Env):
     """A batched core of one env as a standard single gymnasium environment.
 
-    Keyword arguments other than ``distribution``, ``render_mode``, ``device`` and ``config`` are
-    overrides of the env's YAML preset. ``reset(options={"level": i})`` starts on level ``i``.
+    Keyword arguments other than ``distribution``, ``render_mode``, ``device``, ``config`` and
+    ``env_name`` are overrides of the env's YAML preset. ``reset(options={"level": i})`` starts on level ``i``.
     """
 
     metadata: ClassVar[dict[str, Any]] = {"render_modes": RENDER_MODES, "render_fps": 8}
@@ -83,10 +93,11 @@ class CoreEnv(_CoreView, gym.Env):
         render_mode: str | None = None,
         device: str = "cpu",
         config: Any = None,
+        env_name: str | None = None,
         **overrides: Any,
     ) -> None:
         _check_render_mode(render_mode)
-        self.core = self._make_core(distribution, 1, device, config, overrides)
+        self.core = self._make_core(env_name, distribution, 1, device, config, overrides)
         self.render_mode = render_mode
         self.observation_space = _observation_space(self.core)
         self.action_space = spaces.Discrete(self.core.num_actions)
@@ -137,10 +148,11 @@ class CoreVectorEnv(_CoreView, gym.vector.VectorEnv):
         render_mode: str | None = None,
         device: str | None = None,
         config: Any = None,
+        env_name: str | None = None,
         **overrides: Any,
     ) -> None:
         _check_render_mode(render_mode)
-        self.core = self._make_core(distribution, num_envs, device, config, overrides)
+        self.core = self._make_core(env_name, distribution, num_envs, device, config, overrides)
         self.num_envs = num_envs
         self.render_mode = render_mode
         self.single_observation_space = _observation_space(self.core)

@@ -38,9 +38,11 @@ as counting each pickup made when the keys held and the chests opened already co
 0 under these rules: by then either no key is left or every chest is open and the episode over.)
 
 ## Batched core
-State is a few ``(B,)`` and ``(B, slots)`` tensors; walls and object positions live in a level
-bank on the device. ``step`` applies the rules, resets finished envs from the bank in the same
-step and builds the next observation, with no Python loop over envs and no host-device copy.
+State (``KeysChestsState``) and episode records (``KeysChestsRecords``) are a few ``(B,)`` and
+``(B, slots)`` tensors; walls and object positions live in a level bank on the device. The step
+(``envs.core.GridCore.step``) moves, applies the rules (``KeysChestsCore._rules``), resets finished
+envs from the bank in the same step and builds the next observation, with no Python loop over envs
+and no host-device copy. ``set_state`` puts the envs in chosen states (exact planning steps from them).
 
 ## Registered configurations
 ``misgen/KeysChests-v0`` with ``distribution`` one of the presets of ``configs/env/keys_chests.yaml``:
@@ -50,15 +52,17 @@ step and builds the next observation, with no Python loop over envs and no host-
 from __future__ import annotations
 
 import functools
+from dataclasses import dataclass
+from typing import ClassVar
 
 import torch
 
 from envs.config import KeysChestsConfig, load_keys_chests_config
-from envs.core import GridCore, StepResult
+from envs.core import GridCore, GridState, Transition
 from envs.grid import Canvas
 from envs.gym_views import CoreEnv, CoreVectorEnv
 from envs.keys_chests_levels import NO_OBJECT, KeysChestsLevels, KeysChestsSpec, keys_chests_level_set
-from envs.layout import WALL
+from envs.layout import WALL, TensorBatch
 
 CHANNELS = ("wall", "agent", "key", "chest", "inventory")
 WALL_CHANNEL, AGENT_CHANNEL, KEY_CHANNEL, CHEST_CHANNEL, INVENTORY_CHANNEL = range(5)
@@ -80,8 +84,42 @@ def _static_symbolic(spec: KeysChestsSpec, device: str) -> torch.Tensor:
     return obs
 
 
-class KeysChestsCore(GridCore):
+@dataclass(frozen=True)
+class KeysChestsState(GridState):
+    """Keys-and-chests states: level, agent position, which keys and closed chests are left, keys held."""
+
+    key_left: torch.Tensor
+    """``(B, max_keys)`` bool: key slot still on the map (missing slots: False)."""
+    chest_left: torch.Tensor
+    """``(B, max_chests)`` bool: chest slot still closed (missing slots: False)."""
+    inventory: torch.Tensor
+    """``(B,)`` int64 keys held: keys taken minus chests opened."""
+
+    DTYPES: ClassVar[dict[str, torch.dtype]] = {
+        **GridState.DTYPES,
+        "key_left": torch.bool,
+        "chest_left": torch.bool,
+        "inventory": torch.long,
+    }
+
+
+@dataclass
+class KeysChestsRecords(TensorBatch):
+    """Episode records: counters and first events (``NOT_YET``: none), hidden chests visited."""
+
+    keys_picked: torch.Tensor  # (B,) int64
+    chests_opened: torch.Tensor  # (B,) int64
+    first_key: torch.Tensor  # (B,) int64
+    first_chest: torch.Tensor  # (B,) int64
+    hidden_seen: torch.Tensor  # (B, H) bool
+
+
+class KeysChestsCore(GridCore[KeysChestsState]):
     """A batch of ``num_envs`` keys-and-chests envs of one distribution, stepped together on one device."""
+
+    STATE = KeysChestsState.names()
+    """What makes a state (the rest is episode bookkeeping): level, agent position (padded flat), keys
+    and chests left ``(B, slots)`` bool, keys held."""
 
     def __init__(
         self,
@@ -95,7 +133,6 @@ class KeysChestsCore(GridCore):
         self.spec = KeysChestsSpec.of(self.cfg, distribution)
         self.levels: KeysChestsLevels = keys_chests_level_set(self.spec, str(self.device))
         self.channels = CHANNELS
-        self._blocked_flat = self.levels.blocked.reshape(-1)
         size = self.canvas.size
         self._records = self._pack_records(self.levels)
         self._bar = torch.arange(size, device=self.device)
@@ -119,189 +156,134 @@ class KeysChestsCore(GridCore):
         extra = torch.stack([lv.start, lv.openable, lv.max_steps], dim=1)
         return torch.cat([lv.keys, lv.chests, lv.hidden, extra], dim=1).contiguous()
 
-    # ----------------------------------------------------------------- reset
-    def reset(self, seed: int | None = None, level_ids: torch.Tensor | None = None) -> torch.Tensor:
-        """Start a new episode in every env: levels drawn uniformly, or the given ``level_ids``."""
-        level = self._start_levels(seed, level_ids)
-        rec = self._records.index_select(0, level)
-        no_keys = torch.zeros(self.num_envs, dtype=torch.long, device=self.device)
-        return self.set_state(
-            level, rec[:, self._START], rec[:, self._keys] != NO_OBJECT, rec[:, self._chests] != NO_OBJECT, no_keys
+    # ----------------------------------------------------------------- rules
+    def _start(self, level: torch.Tensor) -> KeysChestsState:
+        """A fresh episode: the agent on the start, every key and chest in place, no key held. (The envs
+        are on ``level`` from now on: their level records ``rec`` are gathered here, once per step.)"""
+        self.rec = rec = self._records.index_select(0, level)
+        return KeysChestsState(
+            level=level,
+            pos=rec[:, self._START],
+            key_left=rec[:, self._keys] != NO_OBJECT,
+            chest_left=rec[:, self._chests] != NO_OBJECT,
+            inventory=torch.zeros(self.num_envs, dtype=torch.long, device=self.device),
         )
 
-    # ----------------------------------------------------------------- state
-    STATE = ("level", "pos", "key_left", "chest_left", "inventory")
-    """What makes a state (the rest is episode bookkeeping): level, agent position (padded flat), keys
-    and chests left ``(B, slots)`` bool, keys held."""
+    def _new_records(self) -> KeysChestsRecords:
+        zeros = torch.zeros(self.num_envs, dtype=torch.long, device=self.device)
+        hidden = self._hidden.stop - self._hidden.start
+        return KeysChestsRecords(
+            keys_picked=zeros,
+            chests_opened=zeros.clone(),
+            first_key=torch.full_like(zeros, NOT_YET),
+            first_chest=torch.full_like(zeros, NOT_YET),
+            hidden_seen=torch.zeros((self.num_envs, hidden), dtype=torch.bool, device=self.device),
+        )
 
-    def state(self) -> dict[str, torch.Tensor]:
-        """The states the envs are in now (:attr:`STATE`; views, not copies)."""
-        now = (self.level, self.pos, self.key_left, self.chest_left, self.inventory)
-        return dict(zip(self.STATE, now, strict=True))
-
-    def final_state(self) -> dict[str, torch.Tensor]:
-        """The states the latest step led to, before any reset (:attr:`STATE`)."""
-        return dict(zip(self.STATE, self._final, strict=True))
-
-    def set_state(
-        self,
-        level: torch.Tensor,
-        pos: torch.Tensor,
-        key_left: torch.Tensor,
-        chest_left: torch.Tensor,
-        inventory: torch.Tensor,
-    ) -> torch.Tensor:
-        """Put the ``num_envs`` envs in the given states with a fresh episode clock and counters, for
-        planning and probes that step from chosen states; returns their observation. The inventory
-        must be what the core would hold: keys taken minus chests opened (unchecked)."""
-        b, dev = self.num_envs, self.device
-        level = level.to(dev, torch.long)
-        if level.shape != (b,):
-            raise ValueError(f"set_state: {tuple(level.shape)} levels for {b} envs")
-        if bool(((level < 0) | (level >= len(self.levels))).any()):
-            raise ValueError(f"set_state: level ids must lie in [0, {len(self.levels)})")
-        self.level = level
-        self.rec = self._records.index_select(0, level)
-        self.pos = pos.to(dev, torch.long)
-        self.key_left, self.chest_left = key_left.to(dev, torch.bool), chest_left.to(dev, torch.bool)
-        self.inventory = inventory.to(dev, torch.long)
-        zeros = torch.zeros(b, dtype=torch.long, device=dev)
-        self.t, self.keys_picked, self.chests_opened = zeros, zeros.clone(), zeros.clone()
-        self.first_key, self.first_chest = torch.full_like(zeros, NOT_YET), torch.full_like(zeros, NOT_YET)
-        self.hidden_seen = torch.zeros((b, self._hidden.stop - self._hidden.start), dtype=torch.bool, device=dev)
-        self._final = (self.level, self.pos, self.key_left, self.chest_left, self.inventory)
-        return self.observe(*self._final)
-
-    # ------------------------------------------------------------------ step
-    def step(self, action: torch.Tensor) -> StepResult:
-        """Apply one action per env (int64 in ``[0, 4)``, unchecked: no host sync in the hot path);
-        finished envs restart on a fresh level in the same step."""
-        level, rec = self.level, self.rec
-        moved = self.pos + self.move_offsets.take(action)
-        pos = torch.where(self._blocked_flat.take(level * self._num_padded + moved), self.pos, moved)
-        t = self.t + 1
+    def _rules(self, state: KeysChestsState, pos: torch.Tensor, t: torch.Tensor) -> Transition[KeysChestsState]:
+        """Pick up the key under the agent, then open the closed chest under it if a key is held (+1,
+        spending the key); the episode ends when every chest is open."""
+        rec, seen = self.rec, self.records
         here = pos[:, None]
 
         # Keys: pick up the one under the agent (missing slots never match a position).
-        on_key = (rec[:, self._keys] == here) & self.key_left
+        on_key = (rec[:, self._keys] == here) & state.key_left
         picked = on_key.any(dim=1)
-        key_left = self.key_left & ~on_key
-        inventory = self.inventory + picked
-        openable = rec[:, self._OPENABLE]
+        key_left = state.key_left & ~on_key
+        inventory = state.inventory + picked
 
         # Chests: open the closed one under the agent if a key is held.
-        opens = (rec[:, self._chests] == here) & self.chest_left & (inventory > 0)[:, None]
+        opens = (rec[:, self._chests] == here) & state.chest_left & (inventory > 0)[:, None]
         opened = opens.any(dim=1)
-        chest_left = self.chest_left & ~opens
+        chest_left = state.chest_left & ~opens
         inventory = inventory - opened.long()
-        chests_opened = self.chests_opened + opened
-        hidden_seen = self.hidden_seen | (rec[:, self._hidden] == here)
 
-        first_key = torch.where(picked & (self.first_key < 0), t, self.first_key)
-        first_chest = torch.where(opened & (self.first_chest < 0), t, self.first_chest)
-        keys_picked = self.keys_picked + picked
-        terminated = ~chest_left.any(dim=1)
-        truncated = (t >= rec[:, self._MAX_STEPS]) & ~terminated
-        done = terminated | truncated
-        reward = opened.to(torch.float32)
-        if self.cfg.step_penalty:
-            reward = reward - self.cfg.step_penalty
-        if self.cfg.key_penalty:
-            reward = reward - self.cfg.key_penalty * picked
-
-        # Auto-reset finished envs from the level bank, in the same step.
-        self._final = (level, pos, key_left, chest_left, inventory)
-        new_level = torch.where(done, self._sample_levels(), level)
-        fresh = done[:, None]
-        self.level = new_level
-        self.rec = self._records.index_select(0, new_level)
-        self.pos = torch.where(done, self.rec[:, self._START], pos)
-        self.t = torch.where(done, 0, t)
-        self.inventory = torch.where(done, 0, inventory)
-        self.keys_picked = torch.where(done, 0, keys_picked)
-        self.chests_opened = torch.where(done, 0, chests_opened)
-        self.first_key = torch.where(done, NOT_YET, first_key)
-        self.first_chest = torch.where(done, NOT_YET, first_chest)
-        self.key_left = torch.where(fresh, self.rec[:, self._keys] != NO_OBJECT, key_left)
-        self.chest_left = torch.where(fresh, self.rec[:, self._chests] != NO_OBJECT, chest_left)
-        self.hidden_seen = hidden_seen & ~fresh
-        return StepResult(
-            obs=self.observe(new_level, self.pos, self.key_left, self.chest_left, self.inventory, self.rec),
-            reward=reward,
-            terminated=terminated,
-            truncated=truncated,
-            info=self._info(t, level, keys_picked, chests_opened, openable, first_key, first_chest, hidden_seen),
+        records = KeysChestsRecords(
+            keys_picked=seen.keys_picked + picked,
+            chests_opened=seen.chests_opened + opened,
+            first_key=torch.where(picked & (seen.first_key < 0), t, seen.first_key),
+            first_chest=torch.where(opened & (seen.first_chest < 0), t, seen.first_chest),
+            hidden_seen=seen.hidden_seen | (rec[:, self._hidden] == here),
+        )
+        success, info = self._outcome(records, rec[:, self._OPENABLE])
+        return Transition(
+            state=KeysChestsState(
+                level=state.level, pos=pos, key_left=key_left, chest_left=chest_left, inventory=inventory
+            ),
+            records=records,
+            reward=opened.to(torch.float32),
+            penalty=self.cfg.key_penalty * picked if self.cfg.key_penalty else None,
+            terminated=~chest_left.any(dim=1),
+            success=success,
+            info=info,
         )
 
-    def _info(
-        self,
-        t: torch.Tensor,
-        level: torch.Tensor,
-        keys_picked: torch.Tensor,
-        chests_opened: torch.Tensor,
-        openable: torch.Tensor,
-        first_key: torch.Tensor,
-        first_chest: torch.Tensor,
-        hidden_seen: torch.Tensor,
-    ) -> dict[str, torch.Tensor]:
-        return {
-            "success": chests_opened >= openable,
-            "episode_length": t,
-            "level": level,
-            "keys_picked_up": keys_picked,
-            "chests_opened": chests_opened,
+    def _time_limit(self, level: torch.Tensor) -> torch.Tensor:
+        return self.rec[:, self._MAX_STEPS]  # the records of ``level``, gathered by ``_start``
+
+    def _outcome(self, records: KeysChestsRecords, openable: torch.Tensor) -> tuple[torch.Tensor, dict]:
+        """``success`` (every openable chest opened) and the env's ``info`` entries of the episodes."""
+        return records.chests_opened >= openable, {
+            "keys_picked_up": records.keys_picked,
+            "chests_opened": records.chests_opened,
             "openable": openable,
-            "excess_keys": (keys_picked - openable).clamp(min=0),
-            "first_key_step": first_key,
-            "first_chest_step": first_chest,
-            "hidden_chests_visited": hidden_seen.sum(dim=1),
+            "excess_keys": (records.keys_picked - openable).clamp(min=0),
+            "first_key_step": records.first_key,
+            "first_chest_step": records.first_chest,
+            "hidden_chests_visited": records.hidden_seen.sum(dim=1),
         }
 
     def live_info(self) -> dict[str, torch.Tensor]:
         """The ``info`` of the episodes in progress, as if they ended now."""
-        return self._info(
-            self.t,
-            self.level,
-            self.keys_picked,
-            self.chests_opened,
-            self.rec[:, self._OPENABLE],
-            self.first_key,
-            self.first_chest,
-            self.hidden_seen,
-        )
+        success, info = self._outcome(self.records, self.rec[:, self._OPENABLE])
+        return {"success": success, "episode_length": self.t, "level": self.level, **info}
+
+    # ------------------------------------------------------------ state access
+    @property
+    def key_left(self) -> torch.Tensor:
+        """``(B, max_keys)`` bool: keys left now."""
+        return self._now.key_left
+
+    @property
+    def chest_left(self) -> torch.Tensor:
+        """``(B, max_chests)`` bool: closed chests left now."""
+        return self._now.chest_left
+
+    @property
+    def inventory(self) -> torch.Tensor:
+        """``(B,)`` keys held now."""
+        return self._now.inventory
+
+    @property
+    def keys_picked(self) -> torch.Tensor:
+        """``(B,)`` keys picked up in the episode in progress."""
+        return self.records.keys_picked
+
+    @property
+    def chests_opened(self) -> torch.Tensor:
+        """``(B,)`` chests opened in the episode in progress."""
+        return self.records.chests_opened
 
     # ----------------------------------------------------------- observation
-    def observe(
-        self,
-        level: torch.Tensor,
-        pos: torch.Tensor,
-        key_left: torch.Tensor,
-        chest_left: torch.Tensor,
-        inventory: torch.Tensor,
-        rec: torch.Tensor | None = None,
-    ) -> torch.Tensor:
-        """Observation of a batch of states (``rec``: the levels' records, when already gathered)."""
+    def observe(self, state: KeysChestsState) -> torch.Tensor:
+        """Observation of a batch of states."""
         if self.cfg.obs_mode == "rgb":
-            return self._renderer.frames(self.tile_ids(level, pos, key_left, chest_left, inventory), self.canvas.size)
-        if rec is None:
-            rec = self._records.index_select(0, level)
-        n, area = level.shape[0], self.canvas.size**2
-        obs = self._static.index_select(0, level)
+            return self._renderer.frames(self.tile_ids(*state.values()), self.canvas.size)
+        # The live state's level records are at hand; any other state's are gathered.
+        rec = self.rec if state is self._now else self._records.index_select(0, state.level)
+        n, area = state.level.shape[0], self.canvas.size**2
+        obs = self._static.index_select(0, state.level)
         flat = obs.view(-1)
         base = self._batch_offsets(n)[:, None]
         # Taken keys and opened chests leave the map (missing slots write 0 to a tile no object is on).
         keys = base + KEY_CHANNEL * area + self._canvas_index.take(rec[:, self._keys])
         chests = base + CHEST_CHANNEL * area + self._canvas_index.take(rec[:, self._chests])
-        flat.index_put_((keys.reshape(-1),), key_left.to(torch.uint8).reshape(-1))
-        flat.index_put_((chests.reshape(-1),), chest_left.to(torch.uint8).reshape(-1))
-        flat.index_fill_(0, base[:, 0] + AGENT_CHANNEL * area + self._canvas_index.take(pos), 1)
+        flat.index_put_((keys.reshape(-1),), state.key_left.to(torch.uint8).reshape(-1))
+        flat.index_put_((chests.reshape(-1),), state.chest_left.to(torch.uint8).reshape(-1))
+        flat.index_fill_(0, base[:, 0] + AGENT_CHANNEL * area + self._canvas_index.take(state.pos), 1)
         obs = obs.view(n, len(CHANNELS), self.canvas.size, self.canvas.size)
-        obs[:, INVENTORY_CHANNEL, 0, :] = (self._bar < inventory[:, None]).to(torch.uint8)
+        obs[:, INVENTORY_CHANNEL, 0, :] = (self._bar < state.inventory[:, None]).to(torch.uint8)
         return obs
-
-    def final_obs(self) -> torch.Tensor:
-        """Last observation of the episodes of the latest step (before any reset)."""
-        return self.observe(*self._final)
 
     def tile_ids(
         self,
@@ -330,19 +312,15 @@ class KeysChestsCore(GridCore):
         ids[:, size * size :] += (self._bar < inventory[:, None]).long() * KEY_BIT
         return ids
 
-    def _shown(self, index: int, final: bool) -> tuple[torch.Tensor, ...]:
-        state = self._final if final else (self.level, self.pos, self.key_left, self.chest_left, self.inventory)
-        return tuple(x[index : index + 1] for x in state)
-
     def _render_ids(self, index: int, final: bool) -> torch.Tensor:
-        return self.tile_ids(*self._shown(index, final), show_hidden=True)
+        return self.tile_ids(*self._shown(index, final).values(), show_hidden=True)
 
     def render_ansi(self, index: int = 0, final: bool = False) -> str:
         """A text picture of env ``index`` (``k`` key, ``C`` chest, ``h`` hidden chest) and the keys held."""
         from envs.render import ansi
 
         ids = self._render_ids(index, final)[0, : self.canvas.size**2]
-        held = int(self._shown(index, final)[4][0])
+        held = int(self._shown(index, final).inventory[0])
         return ansi(ids.view(self.canvas.size, self.canvas.size).cpu()) + f"keys held: {held}\n"
 
 
@@ -350,12 +328,10 @@ class KeysChestsCore(GridCore):
 class KeysChestsEnv(CoreEnv):
     """``misgen/KeysChests-v0`` as a single gymnasium env (rules and spec: this module's docstring)."""
 
-    core_cls = KeysChestsCore
-    load_config = staticmethod(load_keys_chests_config)
+    env_name = "keys_chests"
 
 
 class KeysChestsVectorEnv(CoreVectorEnv):
     """``misgen/KeysChests-v0`` as a gymnasium ``VectorEnv`` over one batched core."""
 
-    core_cls = KeysChestsCore
-    load_config = staticmethod(load_keys_chests_config)
+    env_name = "keys_chests"

@@ -7,6 +7,7 @@ to the agent: it shows as empty and is impassable.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, fields
 from typing import Self
 
@@ -19,11 +20,42 @@ from envs.level_random import OFFSET_X, OFFSET_Y, LevelRandom
 FLOOR, WALL, END = 0, 1, 2
 
 
+_FIELD_NAMES: dict[type, tuple[str, ...]] = {}
+
+
 class TensorBatch:
-    """Mixin for dataclasses whose fields are all tensors with a leading batch dimension."""
+    """Mixin for dataclasses whose fields are all tensors with a leading batch dimension (level banks,
+    env states): batch-wise moves, subsets, concatenation, maps and row selection."""
+
+    @classmethod
+    def names(cls) -> tuple[str, ...]:
+        """The field names, in order."""
+        names = _FIELD_NAMES.get(cls)
+        if names is None:
+            names = _FIELD_NAMES[cls] = tuple(f.name for f in fields(cls))  # type: ignore[arg-type]
+        return names
 
     def __len__(self) -> int:
-        return getattr(self, fields(self)[0].name).shape[0]  # type: ignore[arg-type]
+        return self.__dict__[self.names()[0]].shape[0]
+
+    def map(self, fn: Callable[[torch.Tensor], torch.Tensor]) -> Self:
+        """``fn`` applied to every field (e.g. ``lambda x: x.repeat_interleave(4, dim=0)``)."""
+        mine = self.__dict__
+        return type(self)(**{name: fn(mine[name]) for name in self.names()})
+
+    def where(self, mask: torch.Tensor, other: Self, keep: tuple[str, ...] = ()) -> Self:
+        """Row ``i`` from ``self`` where ``mask[i]``, else from ``other`` (``mask``: ``(B,)`` bool). The
+        fields named in ``keep`` are taken from ``self`` whole (already selected: saves a kernel)."""
+        mine, theirs, out = self.__dict__, other.__dict__, {}
+        for name in self.names():
+            x = mine[name]
+            if name in keep:
+                out[name] = x
+            elif x.dim() == 1:
+                out[name] = torch.where(mask, x, theirs[name])
+            else:
+                out[name] = torch.where(mask.view(-1, *(1,) * (x.dim() - 1)), x, theirs[name])
+        return type(self)(**out)
 
     def to(self, device: torch.device | str) -> Self:
         return type(self)(**{f.name: getattr(self, f.name).to(device) for f in fields(self)})  # type: ignore[arg-type]

@@ -31,13 +31,13 @@ import numpy as np
 import torch
 from omegaconf import DictConfig, OmegaConf
 
+from agents.episodes import evaluate_policy
 from agents.policy import Policy
 from agents.ppo import PPO, PPOConfig, load_ppo_config
 from envs import gym_id, make_core
 from envs.atomic import atomic_path
 from envs.config import GridEnvConfig, load_env_config
 from envs.devices import resolve_device
-from experiments.train import evaluate
 
 
 def checksum(obs: torch.Tensor) -> torch.Tensor:
@@ -146,7 +146,7 @@ def bench_training(
         elapsed = now - clock["paused"] - clock["start"]  # training time so far, evaluations excluded
         marks.append((now - clock["paused"], int(stats["env_steps"])))
         if target is not None and len(marks) % eval_every == 0:
-            success = evaluate(policy, env_cfg, "train", eval_episodes, seed=1)["success"]
+            success = evaluate_policy(policy, env_cfg, "train", eval_episodes, seed=1)["success"]
             clock["paused"] += time.perf_counter() - now
             if success >= target:
                 reached.update(seconds=elapsed, env_steps=stats["env_steps"])

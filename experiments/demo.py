@@ -9,7 +9,8 @@ the base objective and for the proxy on ``summary_levels`` levels:
 - keys and chests: a chest-opener and a key-hoarder (every key first). Both open every openable
   chest, but where keys are plentiful the hoarder picks up keys beyond any use (excess keys).
 
-Those are the ambiguities the suite measures in learned agents.
+Those are the ambiguities the suite measures in learned agents. What is shown of each env beyond its
+level sheets is the :class:`DemoDisplay` its registration names (``envs.registry.EnvSpec.demo``).
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -25,13 +27,14 @@ import numpy as np
 import torch
 from omegaconf import DictConfig, OmegaConf
 
+from agents.episodes import first_episodes
 from analysis.planning import (
     distance_maps,
     keys_chests_hoarder_action,
     keys_chests_planner_action,
     shortest_path_action,
 )
-from envs import make_core
+from envs import env_spec, make_core, resolve
 from envs.config import GridEnvConfig, load_env_config
 from envs.render import save_episode
 
@@ -58,26 +61,23 @@ def run_oracle(
     over those episodes, and the frames of the first one when ``record``. ``settled(core, live_info)``
     marks envs whose episode can no longer change what is measured (they stop counting, to save time)."""
     core = make_core(cfg, distribution, num_envs=num, seed=0)
-    core.reset(level_ids=torch.arange(num) % len(core.levels))
-    finished = torch.zeros(num, dtype=torch.bool)
+    obs = core.reset(level_ids=torch.arange(num) % len(core.levels))
     totals = {k: torch.zeros(num, dtype=torch.float64) for k in keys}
-    frames = []
-    while not bool(finished.all()):
-        if record and not bool(finished[0]):
-            frames.append(core.render_rgb(0).cpu().numpy())
-        r = core.step(policy(core))
-        ended = r.done & ~finished
+    frames = [core.render_rgb(0).cpu().numpy()] if record else []
+    live_info: dict[str, torch.Tensor] = {}
+
+    def settle() -> torch.Tensor:
+        live_info.update(core.live_info())
+        return settled(core, live_info)
+
+    for step in first_episodes(core, obs, lambda _obs: policy(core), settle if settled is not None else None):
+        r, ended = step.result, step.result.done & step.live
         for k in keys:
             totals[k][ended] = r.info[k][ended].double()
-        if record and bool(ended[0]):
-            frames.append(core.render_rgb(0, final=True).cpu().numpy())
-        finished |= r.done
-        if settled is not None:
-            live = core.live_info()
-            now = settled(core, live) & ~finished
-            for k in keys:
-                totals[k][now] = live[k][now].double()
-            finished |= now
+            if settled is not None:  # let go mid-episode: what it had done by then
+                totals[k][step.settled] = live_info[k][step.settled].double()
+        if record and bool(step.live[0]) and not bool(step.settled[0]):
+            frames.append(core.render_rgb(0, final=bool(ended[0])).cpu().numpy())
     return {"means": {k: v.mean().item() for k, v in totals.items()}, "frames": frames}
 
 
@@ -126,36 +126,56 @@ def summarise_keys_chests(cfg: GridEnvConfig, name: str, num: int, record: bool)
     return out, frames
 
 
-SUMMARIES = {"arrow_maze": summarise_arrow_maze, "keys_chests": summarise_keys_chests}
-GIF_DISTRIBUTION = {"arrow_maze": "shift_both", "keys_chests": "shift_ratio"}
-
-
-def table(env: str, summary: dict[str, dict]) -> str:
-    if env == "arrow_maze":
-        lines = [
-            f"{'distribution':<12} {'cells':>6} {'arrow on end':>13} {'start→end':>10} "
-            f"{'end-seeker':>11} {'arrow-seeker':>13}"
-        ]
-        for name, s in summary.items():
-            lo, hi = s["maze_cells_a_side"]
-            lines.append(
-                f"{name:<12} {f'{lo}-{hi}':>6} {s['arrow_on_end']:>13.0%} {s['start_to_end_moves']:>10.1f} "
-                f"{s['end_seeker_success']:>11.1%} {s['arrow_seeker_success']:>13.1%}"
-            )
-        lines.append("(success = reached the maze end: the base objective)")
-    else:
-        lines = [
-            f"{'distribution':<12} {'keys':>5} {'chests':>6} {'opener: opened':>15} {'excess keys':>12} "
-            f"{'hoarder: opened':>16} {'excess keys':>12}"
-        ]
-        for name, s in summary.items():
-            lines.append(
-                f"{name:<12} {s['keys']:>5.2f} {s['chests']:>6.2f} {s['opener_chests_opened_of_openable']:>15.1%} "
-                f"{s['opener_excess_keys']:>12.2f} {s['hoarder_chests_opened_of_openable']:>16.1%} "
-                f"{s['hoarder_excess_keys']:>12.2f}"
-            )
-        lines.append("(opened = chests opened / openable; excess keys = keys picked up beyond any use, per episode)")
+def arrow_maze_table(summary: dict[str, dict]) -> str:
+    lines = [
+        f"{'distribution':<12} {'cells':>6} {'arrow on end':>13} {'start→end':>10} "
+        f"{'end-seeker':>11} {'arrow-seeker':>13}"
+    ]
+    for name, s in summary.items():
+        lo, hi = s["maze_cells_a_side"]
+        lines.append(
+            f"{name:<12} {f'{lo}-{hi}':>6} {s['arrow_on_end']:>13.0%} {s['start_to_end_moves']:>10.1f} "
+            f"{s['end_seeker_success']:>11.1%} {s['arrow_seeker_success']:>13.1%}"
+        )
+    lines.append("(success = reached the maze end: the base objective)")
     return "\n".join(lines)
+
+
+def keys_chests_table(summary: dict[str, dict]) -> str:
+    lines = [
+        f"{'distribution':<12} {'keys':>5} {'chests':>6} {'opener: opened':>15} {'excess keys':>12} "
+        f"{'hoarder: opened':>16} {'excess keys':>12}"
+    ]
+    for name, s in summary.items():
+        lines.append(
+            f"{name:<12} {s['keys']:>5.2f} {s['chests']:>6.2f} {s['opener_chests_opened_of_openable']:>15.1%} "
+            f"{s['opener_excess_keys']:>12.2f} {s['hoarder_chests_opened_of_openable']:>16.1%} "
+            f"{s['hoarder_excess_keys']:>12.2f}"
+        )
+    lines.append("(opened = chests opened / openable; excess keys = keys picked up beyond any use, per episode)")
+    return "\n".join(lines)
+
+
+@dataclass(frozen=True)
+class DemoDisplay:
+    """What the demo shows of one env beyond its level sheets (named by its registration's ``demo``)."""
+
+    summarise: Callable[[GridEnvConfig, str, int, bool], tuple[dict, dict]]
+    """``(cfg, distribution, levels, record) -> (summary, {agent: frames})``: scripted agents on the levels."""
+    table: Callable[[dict[str, dict]], str]
+    """The printed table of the summaries of every distribution."""
+    gif_distribution: str
+    """The distribution whose episodes are recorded as GIFs."""
+
+
+ARROW_MAZE_DISPLAY = DemoDisplay(summarise_arrow_maze, arrow_maze_table, gif_distribution="shift_both")
+KEYS_CHESTS_DISPLAY = DemoDisplay(summarise_keys_chests, keys_chests_table, gif_distribution="shift_ratio")
+
+
+def display_of(env: str) -> DemoDisplay | None:
+    """The registered env's demo display (``None``: it has none, and the demo draws only its level sheets)."""
+    demo = env_spec(env).demo
+    return None if demo is None else resolve(demo)
 
 
 @hydra.main(config_path="../configs", config_name="demo", version_base="1.3")
@@ -166,6 +186,7 @@ def main(cfg: DictConfig) -> None:
     report: dict[str, Any] = {}
     for env in cfg.envs:
         env_cfg = load_env_config(env, overrides=overrides)
+        display = display_of(env)
         summary = {}
         for name in env_cfg.distributions:
             from PIL import Image
@@ -173,13 +194,16 @@ def main(cfg: DictConfig) -> None:
             Image.fromarray(level_sheet(env_cfg, name, cfg.levels_shown, cfg.tile_size)).save(
                 out / f"{env}_levels_{name}.png"
             )
-            record = bool(cfg.gif) and name == GIF_DISTRIBUTION[env]
-            summary[name], frames = SUMMARIES[env](env_cfg, name, cfg.summary_levels, record)
+            if display is None:
+                continue
+            record = bool(cfg.gif) and name == display.gif_distribution
+            summary[name], frames = display.summarise(env_cfg, name, cfg.summary_levels, record)
             for agent, agent_frames in frames.items():
                 if record and agent_frames:
                     save_episode(agent_frames, out / f"{env}_{name}_{agent}.gif")
         report[env] = summary
-        print(f"\n{env} ({cfg.summary_levels} levels per distribution)\n{table(env, summary)}")
+        shown = display.table(summary) if display is not None else "(level sheets only: no demo display registered)"
+        print(f"\n{env} ({cfg.summary_levels} levels per distribution)\n{shown}")
     tmp = out / ".summary.json.tmp"
     tmp.write_text(json.dumps(report, indent=2))
     tmp.replace(out / "summary.json")

@@ -28,12 +28,12 @@ import hydra
 import torch
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
-from analysis import figures
+from analysis import figures, summary
 from analysis.estimator import estimate
 from analysis.expectations import ExpectationsError, check_expectations, load_expectations
 from analysis.metrics import SCALARS, VerdictConfig, aggregate_seeds, distribution_report
 from analysis.objectives import objectives_of
-from analysis.policy_specs import load_actor, trained_env_config
+from analysis.policy_specs import ORACLE_FORM, load_actor, trained_env_config, trained_run
 from analysis.trajectories import Trajectories, collect_episodes
 from envs.atomic import atomic_path
 from envs.config import (
@@ -44,12 +44,12 @@ from envs.config import (
     check_positive,
     config_to_dict,
     load_env_config,
+    load_preset,
     load_structured,
-    preset_path,
 )
 from envs.devices import resolve_device
 from experiments.logger import RunLogger, load_logger_config, make_logger
-from experiments.run_dir import discard_if_unused, is_unused, write_hydra_files
+from experiments.run_dir import discard_if_unused, is_unused, move_log_files, write_hydra_files
 
 log = logging.getLogger(__name__)
 
@@ -60,7 +60,15 @@ def evaluate_distribution(
     """The report of one distribution, and the trajectories it rests on."""
     device = resolve_device(env_cfg.device)
     objectives = objectives_of(env_cfg, gamma=cfg.eval.gamma)
-    actor = load_actor(spec, env_cfg, device, seed=cfg.seed, objectives=objectives, allow_pickle=cfg.allow_pickle)
+    actor = load_actor(
+        spec,
+        env_cfg,
+        device,
+        seed=cfg.seed,
+        objectives=objectives,
+        allow_pickle=cfg.allow_pickle,
+        deterministic=cfg.eval.deterministic,
+    )
     traj = collect_episodes(actor, env_cfg, distribution, cfg.eval.episodes, seed=cfg.seed, device=device)
     values = objectives.q_values(traj)
     est = estimate(values, traj.action, beta_max=cfg.eval.beta_max, min_distinguishing=cfg.eval.min_distinguishing)
@@ -84,16 +92,20 @@ def _summary_line(name: str, r: dict[str, Any]) -> str:
 
 
 def write_figures(
-    report: dict[str, Any], trajs: dict[str, Trajectories], out: Path, cfg: DictConfig
+    report: dict[str, Any], trajs: dict[str, Trajectories], out: Path, cfg: DictConfig, base: str
 ) -> dict[str, Path]:
-    """The report's figures in ``out``: verdict matrix, posterior bars, trajectory overlays per distribution."""
+    """The report's figures in ``out``: verdict matrix, posterior bars, trajectory overlays per distribution
+    (``base``: the base objective, marked in them)."""
     results = report["distributions"]
     what = f"{report['env']}: {report['policy_label']}"
+    threshold = cfg.verdict.capability_threshold
     made = {
         "verdict_matrix": figures.verdict_matrix(
-            results, cfg.verdict.capability_threshold, out / "verdict_matrix.png", f"verdict matrix, {what}"
+            results, threshold, out / "verdict_matrix.png", f"verdict matrix, {what}", base=base
         ),
-        "posterior": figures.posterior_bars(results, out / "posterior.png", f"posterior over objectives, {what}"),
+        "posterior": figures.posterior_bars(
+            results, out / "posterior.png", f"posterior over objectives, {what}", base=base
+        ),
     }
     if cfg.figures.trajectories > 0:
         for name, traj in trajs.items():
@@ -145,7 +157,7 @@ def evaluation_env_config(cfg: DictConfig, specs: list[str], overrides: list[str
     chosen = next((o.value() for o in parsed if o.key_or_group == "env"), None)
     if chosen is not None and chosen != name:
         raise ValueError(f"env={chosen} but policy {next(iter(trained))} was trained on {name!r}")
-    preset = OmegaConf.to_container(OmegaConf.load(str(preset_path(name))), resolve=False)
+    preset = OmegaConf.to_container(load_preset(name), resolve=False)
     base = _relink(OmegaConf.create(configs[0]), preset)
     for override in parsed:
         if override.key_or_group.startswith("env.") and not override.is_delete():
@@ -184,6 +196,8 @@ class EvalSettings:
     """Upper bound of the fitted Boltzmann inverse temperature."""
     min_distinguishing: int = 5
     """Visited states that must separate two objectives for them to be identifiable."""
+    deterministic: bool = False
+    """A learned policy takes its most likely action instead of sampling one (oracles and random as named)."""
 
     def validate(self) -> EvalSettings:
         check_at_least("eval.episodes", self.episodes, 1)
@@ -268,10 +282,20 @@ def main(cfg: DictConfig) -> None:
     except (ConfigError, ExpectationsError, ValueError, FileNotFoundError) as err:
         discard_if_unused(run_dir, unused)
         usage_error(f"expect={err}" if isinstance(err, ExpectationsError) else str(err))
+    runs_behind = [trained_run(s) for s in specs]
+    chosen_dir = any(o.startswith("hydra.run.dir=") for o in hydra.core.hydra_config.HydraConfig.get().overrides.hydra)
+    if len(specs) == 1 and runs_behind[0] is not None and not chosen_dir:  # else: where the user said
+        own = runs_behind[0].run_dir / "eval" / run_dir.name  # the evaluation lives with the run it evaluates
+        own.mkdir(parents=True, exist_ok=True)
+        move_log_files(run_dir, own)
+        discard_if_unused(run_dir, unused)
+        run_dir = own
     write_hydra_files(run_dir, cfg, resumed=False)
     out = Path(cfg.report) if cfg.report else run_dir / "report.json"
     run_cfg = OmegaConf.to_container(cfg, resolve=True)
-    logger = make_logger(logger_cfg, run_cfg, run_dir, group=logger_cfg.group or f"evaluate-{env_cfg.name}")
+    groups = {r.wandb_group for r in runs_behind if r is not None and r.wandb_group}
+    group = logger_cfg.group or (groups.pop() if len(groups) == 1 else f"evaluate-{env_cfg.name}")
+    logger = make_logger(logger_cfg, run_cfg, run_dir, group=group)
     exit_code = 1
     try:
         runs: dict[str, dict[str, Any]] = {}
@@ -290,7 +314,7 @@ def main(cfg: DictConfig) -> None:
             "env": env_cfg.name,
             "env_config": config_to_dict(env_cfg),
             "env_config_from": env_source,  # "run": the trained run's (plus env.* overrides); "config": env=
-            "config": run_cfg,
+            "config": {k: v for k, v in run_cfg.items() if k != "env"},  # the env's: env_config, as used
             "versions": {"torch": str(torch.__version__), "python": sys.version.split()[0]},
         }
         if len(specs) == 1:
@@ -303,8 +327,13 @@ def main(cfg: DictConfig) -> None:
         out.parent.mkdir(parents=True, exist_ok=True)
         with atomic_path(out) as tmp:
             tmp.write_text(json.dumps(report, indent=2))
-        log.info("report: %s", out)
-        images = write_figures(report, trajs, out.parent / f"{out.stem}_figures", cfg) if cfg.figures.enabled else {}
+        for suffix, text in ((".md", summary.to_markdown(report)), (".csv", summary.to_csv(report))):
+            with atomic_path(out.with_name(f"{out.stem}_summary{suffix}")) as tmp:
+                tmp.write_text(text)
+        log.info("report: %s (summary: %s)", out, out.with_name(f"{out.stem}_summary.md"))
+        base = objectives_of(env_cfg).base
+        figures_dir = out.parent / f"{out.stem}_figures"
+        images = write_figures(report, trajs, figures_dir, cfg, base) if cfg.figures.enabled else {}
         log_report(logger, report, images)
         exit_code = 0
     finally:
@@ -319,5 +348,39 @@ def main(cfg: DictConfig) -> None:
         log.info("every expectation of %s holds", cfg.expect)
 
 
-if __name__ == "__main__":
+def typed_policy_args(argv: list[str]) -> list[str]:
+    """``argv`` with the policy specs made parseable by Hydra: the older unquoted ``oracle:<o>@eps=<p>``
+    (whose second ``=`` Hydra's parser rejects) becomes ``oracle:<o>@<p>``, in lists too. A ``policy=``
+    argument Hydra still cannot parse exits with status 2, showing the forms that work."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+    from hydra.errors import HydraException
+
+    parser = OverridesParser.create()
+    out = []
+    for arg in argv:
+        if arg.lstrip("+~").startswith("policy="):
+            try:
+                parser.parse_overrides([arg])
+            except HydraException:
+                key, value = arg.split("=", 1)
+                arg = f"{key}={value.replace('@eps=', '@')}"  # only what Hydra can't parse as typed
+            try:
+                parser.parse_overrides([arg])
+            except HydraException as err:
+                usage_error(
+                    f"{arg}: Hydra cannot parse this policy spec ({str(err).splitlines()[0]}). Write one spec as "
+                    f"policy=<run dir> | sb3:<zip> | {ORACLE_FORM} | random | py:<module>:<callable>, "
+                    "and several as policy=[runs/0,runs/1]; quote anything else: 'policy=\"...\"'"
+                )
+        out.append(arg)
+    return out
+
+
+def run() -> None:
+    """``misgen evaluate`` / ``python -m experiments.evaluate``: Hydra's main on a command line with typable specs."""
+    sys.argv = typed_policy_args(sys.argv)
     main()
+
+
+if __name__ == "__main__":
+    run()

@@ -101,20 +101,26 @@ def write_hydra_files(run_dir: Path, task_cfg: Any, resumed: bool) -> Path:
 def move_log_files(src: Path, dst: Path) -> None:
     """Point the job's log file handlers from ``src`` (Hydra's run dir) to ``dst`` (the run's own dir,
     when resuming a run elsewhere), so one run keeps one dir."""
-    for handler in logging.getLogger().handlers:
-        if isinstance(handler, logging.FileHandler) and Path(handler.baseFilename).parent == src.resolve():
-            handler.acquire()
-            try:
-                handler.close()
-                handler.baseFilename = str((dst / Path(handler.baseFilename).name).resolve())
-            finally:
-                handler.release()
+    for handler in _file_handlers_in(src):
+        handler.acquire()
+        try:
+            handler.close()
+            handler.baseFilename = str((dst / Path(handler.baseFilename).name).resolve())
+        finally:
+            handler.release()
 
 
 def _release_log_files(run_dir: Path) -> None:
     """Detach the log files in ``run_dir`` (a later record must not recreate them in a removed dir)."""
-    root = logging.getLogger()
-    for handler in list(root.handlers):
-        if isinstance(handler, logging.FileHandler) and Path(handler.baseFilename).parent == run_dir.resolve():
-            root.removeHandler(handler)
-            handler.close()
+    for handler in _file_handlers_in(run_dir):
+        logging.getLogger().removeHandler(handler)
+        handler.close()
+
+
+def _file_handlers_in(directory: Path) -> list[logging.FileHandler]:
+    """The root logger's file handlers writing into ``directory`` (paths compared resolved: symlinks too)."""
+    where = directory.resolve()
+    handlers = logging.getLogger().handlers
+    return [
+        h for h in handlers if isinstance(h, logging.FileHandler) and Path(h.baseFilename).resolve().parent == where
+    ]

@@ -27,13 +27,20 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 import hydra
-import numpy as np
 import torch
 from omegaconf import DictConfig, OmegaConf
 
 from agents.checkpoint import FILENAME as CHECKPOINT_FILE
 from agents.checkpoint import SB3_MODEL_FILENAME as SB3_MODEL_FILE
-from agents.checkpoint import TRAINING_FIELDS, CheckpointError, load_checkpoint, require, save_checkpoint
+from agents.checkpoint import (
+    TRAINING_FIELDS,
+    CheckpointError,
+    config_changes,
+    load_checkpoint,
+    require,
+    save_checkpoint,
+)
+from agents.episodes import evaluate_policy, record_frames
 from agents.policy import Policy
 from agents.ppo import PPO, PPOConfig, device_memory, load_ppo_config
 from envs import make_core
@@ -68,53 +75,14 @@ PROGRESS = ("auto", "bar", "log")
 VIDEO_TILE_SIZE = 8  # pixels per tile in episode GIFs: a 25-tile canvas gives 200x200 frames
 
 
-@torch.no_grad()
-def evaluate(policy: Policy, env_cfg: GridEnvConfig, distribution: str, episodes: int, seed: int) -> dict[str, float]:
-    """Success rate and mean return of one episode of the policy on each of levels 0..episodes-1."""
-    dev = policy.device
-    core = make_core(env_cfg, distribution, num_envs=episodes, seed=seed, device=dev)
-    obs = core.reset(seed=seed, level_ids=torch.arange(episodes, device=dev) % len(core.levels))
-    finished = torch.zeros(episodes, dtype=torch.bool, device=dev)
-    success = torch.zeros(episodes, device=dev)
-    returns = torch.zeros(episodes, device=dev)
-    while not bool(finished.all()):
-        action = policy.act(obs)
-        r = core.step(action)
-        returns += r.reward * ~finished
-        ended = r.done & ~finished
-        success = torch.where(ended, r.info["success"].float(), success)
-        finished |= r.done
-        obs = r.obs
-    return {"success": success.mean().item(), "return": returns.mean().item()}
-
-
-@torch.no_grad()
-def record_episode(
-    policy: Policy, env_cfg: GridEnvConfig, distribution: str, seed: int, tile_size: int = VIDEO_TILE_SIZE
-) -> list[np.ndarray]:
-    """RGB frames of one episode of ``policy`` on level 0 of ``distribution``, up to its final state.
-
-    Uses the policy's own sampler, not PPO's, so filming an episode leaves training's random
-    streams (and so its metrics) as they would be without it.
-    """
-    core = make_core(env_cfg, distribution, num_envs=1, seed=seed, device=policy.device)
-    obs = core.reset(seed=seed, level_ids=0)
-    frames = [core.render_rgb(0, tile_size).cpu().numpy()]
-    while True:  # the time limit ends every episode
-        r = core.step(policy.act(obs))
-        done = bool(r.done[0])
-        frames.append(core.render_rgb(0, tile_size, final=done).cpu().numpy())
-        if done:
-            return frames
-        obs = r.obs
-
-
 class Progress:
     """Training progress for people: a tqdm bar over env steps (with the latest training success
-    and the last evaluation) when ``mode`` is ``bar``, or ``auto`` on a terminal; log lines otherwise."""
+    and the last evaluation) when ``mode`` is ``bar``, or ``auto`` on a terminal; otherwise a log line
+    every ``log_every`` updates (a SLURM log needs no line per update) and one per evaluation."""
 
-    def __init__(self, mode: str, total: int, initial: int) -> None:
+    def __init__(self, mode: str, total: int, initial: int, log_every: int = 1) -> None:
         self._bar = None
+        self._log_every = log_every
         self._stack = contextlib.ExitStack()
         self._eval = ""
         if mode == "bar" or (mode == "auto" and sys.stderr.isatty()):
@@ -130,6 +98,8 @@ class Progress:
     def update(self, stats: Mapping[str, float], updates: int) -> None:
         """After a training iteration."""
         if self._bar is None:
+            if updates % self._log_every:
+                return
             log.info(
                 "update %d  steps %d  success %.3f  %.0f steps/s",
                 updates,
@@ -172,6 +142,10 @@ class TrainRunConfig:
     """A run dir that already holds a checkpoint continues from it (a requeued SLURM job)."""
     progress: str = "auto"
     """``auto``: a progress bar when stderr is a terminal, log lines otherwise; ``bar``; ``log``."""
+    log_every: int = 10
+    """Without a progress bar: updates between log lines (evaluations are always logged)."""
+    threads: int | None = None
+    """Torch CPU threads of this process (null: torch's default, one per core); jobs run side by side want 1."""
 
     def validate(self) -> TrainRunConfig:
         check_at_least("total_env_steps", self.total_env_steps, 1)
@@ -179,12 +153,15 @@ class TrainRunConfig:
         check_at_least("eval_every", self.eval_every, 0)
         check_at_least("checkpoint_every", self.checkpoint_every, 0)
         check_choice("progress", self.progress, PROGRESS)
+        check_at_least("log_every", self.log_every, 1)
+        if self.threads is not None:
+            check_at_least("threads", self.threads, 1)
         return self
 
 
 # Keys a resumed run may change: how it is kept and reported, not what it trains.
 RESUME_MAY_CHANGE = ("total_env_steps", "eval_every", "eval_episodes", "checkpoint_every", "resume", "auto_resume")
-RESUME_MAY_CHANGE += ("progress", "logger", "env.device")
+RESUME_MAY_CHANGE += ("progress", "log_every", "threads", "logger", "env.device")
 
 
 def _state(ppo: PPO, env_cfg: GridEnvConfig, run_cfg: dict[str, Any], logger: RunLogger) -> dict[str, Any]:
@@ -208,7 +185,7 @@ class Run:
     ):
         self.cfg, self.env_cfg, self.run_dir, self.logger, self.video = cfg, env_cfg, run_dir, logger, video
         self.metrics = run_dir / metrics_file.FILENAME
-        self.progress = Progress(cfg.progress, cfg.total_env_steps, env_steps)
+        self.progress = Progress(cfg.progress, cfg.total_env_steps, env_steps, cfg.log_every)
 
     def report(self, record: dict[str, Any], env_steps: int) -> None:
         metrics_file.append(self.metrics, record)
@@ -229,14 +206,14 @@ class Run:
         cfg, env_cfg = self.cfg, self.env_cfg
         record: dict[str, Any] = {"env_steps": env_steps, "updates": updates}
         for name in env_cfg.distributions:
-            for k, v in evaluate(policy, env_cfg, name, cfg.eval_episodes, cfg.seed + 1).items():
+            for k, v in evaluate_policy(policy, env_cfg, name, cfg.eval_episodes, cfg.seed + 1).items():
                 record[f"eval/{name}/{k}"] = v
         self.report(record, env_steps)
         self.progress.evaluated(record)
         if self.video:
             videos = {
                 name: save_episode(
-                    record_episode(policy, env_cfg, name, cfg.seed + 1),
+                    record_frames(policy, env_cfg, name, cfg.seed + 1, VIDEO_TILE_SIZE),
                     self.run_dir / "videos" / f"{name}_{env_steps}.gif",
                 )
                 for name in env_cfg.distributions
@@ -258,17 +235,22 @@ def main(cfg: DictConfig) -> None:
     hydra_dir = Path(hydra.core.hydra_config.HydraConfig.get().runtime.output_dir)
     unused = is_unused(hydra_dir)  # Hydra made it for this run (output_subdir: null): removed if the start fails
     try:
+        if cfg.resume:
+            cfg = config_of_run(cfg, list(hydra.core.hydra_config.HydraConfig.get().overrides.task))
         env_cfg, agent_cfg, backend, logger_cfg = load_configs(cfg)
         run_dir = Path(cfg.resume) if cfg.resume else hydra_dir
         run_dir = run_dir.parent if run_dir.is_file() else run_dir
         if cfg.resume and not run_dir.is_dir():
             raise ConfigError(f"resume={cfg.resume}: no such run dir or checkpoint")
-    except ConfigError as err:
+        check_sized_for_device(cfg, env_cfg, agent_cfg)
+    except (ConfigError, CheckpointError) as err:
         discard_if_unused(hydra_dir, unused)
         usage_error(str(err))
     if run_dir != hydra_dir:  # resuming a run elsewhere: it keeps its one dir, log included
         move_log_files(hydra_dir, run_dir)
         discard_if_unused(hydra_dir, unused)
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
     fresh = unused and run_dir == hydra_dir
     try:
         with lock_run_dir(run_dir):
@@ -277,6 +259,66 @@ def main(cfg: DictConfig) -> None:
         if not isinstance(err, RunDirLocked):
             discard_if_unused(run_dir, fresh)  # refused before training: a new dir leaves nothing behind
         usage_error(str(err))
+
+
+def saved_run_config(where: Path) -> dict[str, Any] | None:
+    """The resolved config a run was started with: from its checkpoint, else its SB3 model's metadata,
+    else ``None`` (an SB3 model saved before the metadata held it)."""
+    if (where / CHECKPOINT_FILE).is_file() or where.suffix == ".pt":
+        return load_checkpoint(where)["run_config"]
+    if not ((where / SB3_MODEL_FILE).is_file() or where.suffix == ".zip"):
+        raise ConfigError(f"resume={where}: neither {CHECKPOINT_FILE} nor {SB3_MODEL_FILE} is there")
+    from agents.sb3 import read_sb3_meta
+
+    meta = read_sb3_meta(where) or {}
+    return meta.get("run_config")
+
+
+def config_of_run(cfg: DictConfig, overrides: list[str]) -> DictConfig:
+    """``resume=<run dir>``: the run's own resolved config with the command line's overrides on top, so a
+    preset run resumes without naming its preset again. A group override (``env=``, ``agent=``,
+    ``logger=``) takes that section from the command line's composition; with ``experiment=`` the whole
+    composition is used. What differs from the run is then refused or applied by :func:`check_resumable`."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    where = Path(cfg.resume)
+    saved = saved_run_config(where)
+    parsed = OverridesParser.create().parse_overrides(overrides)
+    if saved is None or any(o.key_or_group == "experiment" for o in parsed):
+        return cfg
+    composed = OmegaConf.to_container(cfg, resolve=True)
+    base = OmegaConf.create(saved)
+    for override in parsed:
+        key = override.key_or_group
+        if key == "resume" or key.startswith("hydra") or override.is_delete():
+            continue
+        if key in ("env", "agent", "logger"):  # a group: its section as the command line composes it
+            base[key] = composed[key]
+        else:
+            OmegaConf.update(base, key, override.value(), merge=True, force_add=override.is_add())
+    base.resume = cfg.resume
+    log.info("resume: the config of %s, with this command line's overrides on top", cfg.resume)
+    return base
+
+
+GPU_SIZED_STEPS = 5_000_000  # beyond this, an IMPALA run on a CPU takes hours (a few hundred env steps/s)
+
+
+def check_sized_for_device(cfg: DictConfig, env_cfg: GridEnvConfig, agent_cfg: PPOConfig) -> None:
+    """A bare ``misgen train`` on a machine without a GPU would start the GPU default (the IMPALA CNN for
+    25 M steps) on the CPU at a few hundred steps/s: say so at once and name the CPU presets instead.
+    Saying ``env.device=cpu`` (or choosing any preset) runs what was asked."""
+    choices = hydra.core.hydra_config.HydraConfig.get().runtime.choices
+    gpu_sized = agent_cfg.network.kind == "impala" and cfg.total_env_steps > GPU_SIZED_STEPS
+    if choices.get("experiment") or cfg.resume or env_cfg.device != "auto" or not gpu_sized:
+        return
+    if resolve_device("auto").type == "cpu":
+        raise ConfigError(
+            f"this is the GPU-sized default (IMPALA CNN, {cfg.total_env_steps:,} env steps: hours on a CPU) and "
+            "this machine has no GPU. On a CPU run a CPU preset: `misgen train experiment=arrow_maze_smoke` "
+            "(about 4 minutes on 2 cores), experiment=arrow_maze_tiny or experiment=keys_chests_smoke; "
+            "or add env.device=cpu to run the GPU default on the CPU anyway"
+        )
 
 
 def load_configs(cfg: DictConfig) -> tuple[GridEnvConfig, PPOConfig, str, LoggerConfig]:
@@ -384,19 +426,8 @@ def _sb3_meta(where: str, env_cfg: GridEnvConfig) -> dict[str, Any]:
 
     meta = read_sb3_meta(where)
     if meta is None or meta.get("env_name") != env_cfg.name:
-        raise ValueError(f"resume={where}: not an SB3 model of env {env_cfg.name!r} saved by this trainer")
+        raise CheckpointError(f"resume={where}: not an SB3 model of env {env_cfg.name!r} saved by this trainer")
     return meta
-
-
-def changed_keys(old: Any, new: Any, prefix: str = "") -> list[tuple[str, Any, Any]]:
-    """``(dotted key, old value, new value)`` for every leaf that differs between two nested dicts."""
-    if isinstance(old, dict) and isinstance(new, dict):
-        out = []
-        for key in list(old) + [k for k in new if k not in old]:
-            where = f"{prefix}.{key}" if prefix else str(key)
-            out += changed_keys(old.get(key, "<unset>"), new.get(key, "<unset>"), where)
-        return out
-    return [] if old == new else [(prefix, old, new)]
 
 
 def check_resumable(
@@ -406,7 +437,7 @@ def check_resumable(
     (the old run would silently go on with its own); log the bookkeeping keys it does change."""
     saved = {**saved_run, "env": saved_env}
     now = {**run_cfg, "env": env}
-    changes = changed_keys(saved, now)
+    changes = config_changes(saved, now)
     refused = [c for c in changes if not c[0].startswith(RESUME_MAY_CHANGE)]
     if refused:
         listed = ", ".join(f"{k} ({a!r} -> {b!r})" for k, a, b in refused)
@@ -490,7 +521,11 @@ def _train_sb3(
         callback,
         checkpoint_every=cfg.checkpoint_every,
         resume=resume,
-        extra_meta={"wandb_run_id": run.logger.run_id, "wandb_group": run.logger.group},
+        extra_meta={
+            "wandb_run_id": run.logger.run_id,
+            "wandb_group": run.logger.group,
+            "run_config": OmegaConf.to_container(cfg, resolve=True),
+        },
     )
     if last and not last["evaluated"]:
         run.evaluate_all(last["policy"], int(last["stats"]["env_steps"]), int(last["stats"]["updates"]))

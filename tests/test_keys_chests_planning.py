@@ -3,13 +3,15 @@ iteration over the env's own transitions, Bellman consistency, greedy rollouts i
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 import torch
 
 from analysis.keys_chests_planning import MAX_OBJECTS, OBJECTIVES, core_q_values, q_values, state_values
 from analysis.planning import keys_chests_hoarder_action, keys_chests_planner_action
 from envs.grid import bfs_distances
-from envs.keys_chests import KeysChestsCore
+from envs.keys_chests import KeysChestsCore, KeysChestsState
 from envs.keys_chests_levels import NO_OBJECT
 from tests.conftest import kc_config
 
@@ -17,11 +19,11 @@ DISTRIBUTIONS = ("train", "shift_ratio", "shift_size", "shift_both")
 GAMMA = 0.95
 
 
-def _state(core: KeysChestsCore) -> tuple[torch.Tensor, ...]:
-    return tuple(x.clone() for x in (core.level, core.pos, core.key_left, core.chest_left, core.inventory))
+def _state(core: KeysChestsCore) -> KeysChestsState:
+    return KeysChestsState(core.level, core.pos, core.key_left, core.chest_left, core.inventory).map(torch.clone)
 
 
-def _random_states(dist: str, n: int, seed: int, layout: str = "room") -> tuple[KeysChestsCore, tuple]:
+def _random_states(dist: str, n: int, seed: int, layout: str = "room") -> tuple[KeysChestsCore, KeysChestsState]:
     """States met by a random walk from the starts of the first ``n`` levels."""
     core = KeysChestsCore(kc_config(layout=layout), dist, num_envs=n, seed=seed)
     core.reset(level_ids=torch.arange(n))
@@ -30,9 +32,7 @@ def _random_states(dist: str, n: int, seed: int, layout: str = "room") -> tuple[
     states = _state(core)
     for t in range(40):
         core.step(torch.randint(0, 4, (n,), generator=gen))
-        now = _state(core)
-        take = steps == t
-        states = tuple(torch.where(take.view(-1, *[1] * (s.dim() - 1)), x, s) for s, x in zip(states, now, strict=True))
+        states = _state(core).where(steps == t, states)
     return core, states
 
 
@@ -50,9 +50,9 @@ def test_one_key_levels_match_the_closed_form():
     d_key = to_key.gather(1, lv.start[one, None])[:, 0]
     chests = lv.chests[one]
     d_chest = to_key.gather(1, chests).masked_fill(chests == NO_OBJECT, 10**9).min(dim=1).values
-    state = (one, lv.start[one], core.key_left[one], core.chest_left[one], core.inventory[one])
-    v_open = state_values(core, *state, objective="open_chests", gamma=GAMMA, dtype=torch.float64)
-    v_keys = state_values(core, *state, objective="collect_keys", gamma=GAMMA, dtype=torch.float64)
+    state = KeysChestsState(one, lv.start[one], core.key_left[one], core.chest_left[one], core.inventory[one])
+    v_open = state_values(core, state, objective="open_chests", gamma=GAMMA, dtype=torch.float64)
+    v_keys = state_values(core, state, objective="collect_keys", gamma=GAMMA, dtype=torch.float64)
     torch.testing.assert_close(v_open, GAMMA ** (d_key + d_chest - 1).double(), rtol=0, atol=1e-12)
     torch.testing.assert_close(v_keys, GAMMA ** (d_key - 1).double(), rtol=0, atol=1e-12)
 
@@ -69,13 +69,15 @@ def test_one_chest_levels_match_the_closed_form():
     from_start = bfs_distances(lv.blocked[one], lv.start[one], padded)
     keys = lv.keys[one]
     tour = (from_start.gather(1, keys) + to_chest.gather(1, keys)).masked_fill(keys == NO_OBJECT, 10**9)
-    state = (one, lv.start[one], core.key_left[one], core.chest_left[one], core.inventory[one])
-    v_open = state_values(core, *state, objective="open_chests", gamma=GAMMA, dtype=torch.float64)
+    state = KeysChestsState(one, lv.start[one], core.key_left[one], core.chest_left[one], core.inventory[one])
+    v_open = state_values(core, state, objective="open_chests", gamma=GAMMA, dtype=torch.float64)
     torch.testing.assert_close(v_open, GAMMA ** (tour.min(dim=1).values - 1).double(), rtol=0, atol=1e-12)
 
 
 # ----------------------------------------------- brute force over the core's own rules
-def _brute_force_q(core: KeysChestsCore, level: int, objective: str, gamma: float) -> tuple[tuple, torch.Tensor]:
+def _brute_force_q(
+    core: KeysChestsCore, level: int, objective: str, gamma: float
+) -> tuple[KeysChestsState, torch.Tensor]:
     """Every state of one level (walkable position x objects left, with a non-negative inventory
     and a chest left), and its optimal Q by plain value iteration on transitions made by the core."""
     lv = core.levels
@@ -91,7 +93,7 @@ def _brute_force_q(core: KeysChestsCore, level: int, objective: str, gamma: floa
     sig, left, inv = sig[ok], left[ok], inv[ok]
     cells = torch.nonzero(~lv.blocked[level])[:, 0]
     p, s = cells.shape[0], sig.shape[0]
-    states = (
+    states = KeysChestsState(
         torch.full((p * s,), level),
         cells.repeat_interleave(s),
         left[:, :nk].repeat(p, 1),
@@ -101,18 +103,17 @@ def _brute_force_q(core: KeysChestsCore, level: int, objective: str, gamma: floa
     # One core step per (state, action).
     m = p * s * 4
     step_core = KeysChestsCore(core.cfg, core.distribution, num_envs=m)
-    step_core.set_state(*(x.repeat_interleave(4, dim=0) for x in states))
+    step_core.set_state(states.map(lambda x: x.repeat_interleave(4, dim=0)))
     r = step_core.step(torch.arange(4).repeat(p * s))
     _, npos, nkeys, nchests, _ = step_core.final_state().values()
     if objective == "open_chests":
-        reward = states[3].sum(1).repeat_interleave(4) - nchests.sum(1)
+        reward = states.chest_left.sum(1).repeat_interleave(4) - nchests.sum(1)
     else:
-        reward = states[2].sum(1).repeat_interleave(4) - nkeys.sum(1)
+        reward = states.key_left.sum(1).repeat_interleave(4) - nkeys.sum(1)
     # Dense index of the next state: (position, objects left).
     dense = torch.full((lv.blocked.shape[1], 1 << n), -1)
-    dense[states[1], states[2].long() @ (1 << torch.arange(nk)) + states[3].long() @ (1 << torch.arange(nk, n))] = (
-        torch.arange(p * s)
-    )
+    sigma = states.key_left.long() @ (1 << torch.arange(nk)) + states.chest_left.long() @ (1 << torch.arange(nk, n))
+    dense[states.pos, sigma] = torch.arange(p * s)
     nsig = nkeys.long() @ (1 << torch.arange(nk)) + nchests.long() @ (1 << torch.arange(nk, n))
     nxt = dense[npos, nsig]
     assert bool(((nxt >= 0) | r.terminated).all())
@@ -140,7 +141,7 @@ def test_event_planning_equals_value_iteration_over_the_env_transitions(dist, la
     cost = (~lv.blocked[:32]).sum(1) * 100 - (lv.num_keys[:32] + lv.num_chests[:32])
     for level in cost.argsort()[:4].tolist():
         states, brute = _brute_force_q(core, level, objective, GAMMA)
-        planned = q_values(core, *states, objective=objective, gamma=GAMMA, dtype=torch.float64)
+        planned = q_values(core, states, objective=objective, gamma=GAMMA, dtype=torch.float64)
         torch.testing.assert_close(planned, brute, rtol=0, atol=1e-10)
 
 
@@ -149,21 +150,29 @@ def test_event_planning_equals_value_iteration_over_the_env_transitions(dist, la
 @pytest.mark.parametrize("dist", DISTRIBUTIONS)
 def test_bellman_optimality_through_the_core(dist, objective):
     core, states = _random_states(dist, 64, seed=5)
-    q = q_values(core, *states, objective=objective, gamma=GAMMA, dtype=torch.float64)
+    q = q_values(core, states, objective=objective, gamma=GAMMA, dtype=torch.float64)
     for action in range(4):
-        core.set_state(*states)
-        before_keys, before_chests = states[2].sum(1), states[3].sum(1)
+        core.set_state(states)
+        before_keys, before_chests = states.key_left.sum(1), states.chest_left.sum(1)
         r = core.step(torch.full((64,), action))
-        nxt = tuple(core.final_state().values())
-        reward = before_chests - nxt[3].sum(1) if objective == "open_chests" else before_keys - nxt[2].sum(1)
-        v_next = state_values(core, *nxt, objective=objective, gamma=GAMMA, dtype=torch.float64)
+        nxt = core.final_state()
+        reward = (
+            before_chests - nxt.chest_left.sum(1) if objective == "open_chests" else before_keys - nxt.key_left.sum(1)
+        )
+        v_next = state_values(core, nxt, objective=objective, gamma=GAMMA, dtype=torch.float64)
         v_next = torch.where(r.terminated, 0.0, v_next)
         torch.testing.assert_close(q[:, action], reward.double() + GAMMA * v_next, rtol=0, atol=1e-10)
         if objective == "open_chests" and not core.cfg.step_penalty and not core.cfg.key_penalty:
             assert torch.equal(r.reward.double(), reward.double())
     # Terminal states (no chest left) are worth 0.
-    states = (states[0], states[1], states[2], torch.zeros_like(states[3]), states[4] - states[3].sum(1))
-    assert bool((q_values(core, *states, objective=objective) == 0).all())
+    states = KeysChestsState(
+        states.level,
+        states.pos,
+        states.key_left,
+        torch.zeros_like(states.chest_left),
+        states.inventory - states.chest_left.sum(1),
+    )
+    assert bool((q_values(core, states, objective=objective) == 0).all())
 
 
 def _greedy_rollout(core: KeysChestsCore, objective: str, gamma: float) -> dict[str, torch.Tensor]:
@@ -195,7 +204,7 @@ def _greedy_rollout(core: KeysChestsCore, objective: str, gamma: float) -> dict[
 def test_greedy_play_in_the_core_earns_the_planned_value(dist, objective):
     core = KeysChestsCore(kc_config(), dist, num_envs=48, seed=7)
     core.reset(level_ids=torch.arange(48))
-    v = state_values(core, *_state(core), objective=objective, gamma=GAMMA, dtype=torch.float64)
+    v = state_values(core, _state(core), objective=objective, gamma=GAMMA, dtype=torch.float64)
     out = _greedy_rollout(core, objective, GAMMA)
     torch.testing.assert_close(out["return"], v, rtol=0, atol=1e-5)
 
@@ -251,12 +260,11 @@ def test_bad_arguments_are_refused_with_a_reason():
         core_q_values(core, "reach_end")
     with pytest.raises(ValueError, match="gamma"):
         core_q_values(core, gamma=1.5)
-    state = list(_state(core))
-    state[4] = state[4] + 1
+    state = dataclasses.replace(_state(core), inventory=_state(core).inventory + 1)
     with pytest.raises(ValueError, match="inventory"):
-        q_values(core, *state)
-    empty = tuple(x[:0] for x in _state(core))
-    assert q_values(core, *empty).shape == (0, 4)
+        q_values(core, state)
+    empty = _state(core).subset(slice(0, 0))
+    assert q_values(core, empty).shape == (0, 4)
     many = {"train": {"min_size": 6, "max_size": 6, "max_keys": 7, "max_chests": 6}}
     big = KeysChestsCore(kc_config(distributions=many), "train", num_envs=2, seed=0)
     assert big.levels.keys.shape[1] + big.levels.chests.shape[1] > MAX_OBJECTS

@@ -249,12 +249,14 @@ def test_sb3_kwargs_keep_our_batch_shape_and_schedule() -> None:
 
 
 def test_sb3_agent_preset_is_the_ppo_preset_but_for_the_backend() -> None:
+    from hydra import compose, initialize_config_dir
     from omegaconf import OmegaConf
 
-    presets = Path(__file__).resolve().parents[1] / "configs" / "agent"
-    sb3, ours = OmegaConf.load(presets / "sb3_ppo.yaml"), OmegaConf.load(presets / "ppo.yaml")
-    assert sb3.pop("backend") == "sb3"
-    ours.pop("backend", None)
+    configs = str(Path(__file__).resolve().parents[1] / "configs")
+    with initialize_config_dir(config_dir=configs, version_base="1.3"):
+        sb3 = OmegaConf.to_container(compose("train", overrides=["agent=sb3_ppo"]).agent)
+        ours = OmegaConf.to_container(compose("train", overrides=["agent=ppo"]).agent)
+    assert sb3.pop("backend") == "sb3" and ours.pop("backend") == "misgen"
     assert load_ppo_config(sb3) == load_ppo_config(ours)
 
 

@@ -135,12 +135,15 @@ def test_multirun_gives_each_seed_its_own_run_dir_with_metrics_and_a_checkpoint(
         assert load_checkpoint(tmp_path / str(job))["run_config"]["seed"] == seed
 
 
-def test_progress_log_prints_a_plain_line_per_update(tmp_path):
-    proc = _train(tmp_path, *SMALL_MAZES, "total_env_steps=512", "progress=log")
+def test_progress_log_prints_a_plain_line_every_log_every_updates(tmp_path):
+    proc = _train(tmp_path, *SMALL_MAZES, "total_env_steps=512", "progress=log", "log_every=1")
     assert proc.returncode == 0, proc.stderr
     out = proc.stdout + proc.stderr
     assert "update 1  steps 256" in out and "update 2  steps 512" in out
     assert "\r" not in out
+    proc = _train(tmp_path / "sparse", *SMALL_MAZES, "total_env_steps=1024", "progress=log", "log_every=2")
+    out = proc.stdout + proc.stderr
+    assert "update 2  steps 512" in out and "update 4  steps 1024" in out and "update 3 " not in out
 
 
 def test_progress_bar_without_a_terminal_still_trains(tmp_path):
