@@ -41,6 +41,11 @@ TRAINING_FIELDS = ("model", "network", "optimizer", "env_steps", "updates", "rng
 """Fields a run needs to continue training from a checkpoint."""
 
 
+class StopTraining(KeyboardInterrupt):
+    """Raised at a point where the training state is consistent, to stop with a checkpoint (a stop signal:
+    ``experiments.stop``). A plain ``KeyboardInterrupt`` (a second Ctrl-C) stops without one."""
+
+
 class CheckpointError(ValueError):
     """A checkpoint file cannot be used; the message names the file and what is wrong with it."""
 

@@ -66,7 +66,7 @@ from stable_baselines3.common.vec_env import VecEnv
 from stable_baselines3.common.vec_env.base_vec_env import VecEnvIndices
 from torch.distributions import Categorical
 
-from agents.checkpoint import SB3_MODEL_FILENAME, CheckpointError, config_changes, find_run_file
+from agents.checkpoint import SB3_MODEL_FILENAME, CheckpointError, StopTraining, config_changes, find_run_file
 from agents.networks import NetworkConfig, Torso
 from agents.ppo import PPOConfig, check_egocentric, load_ppo_config
 from envs import make_core
@@ -363,7 +363,7 @@ def train_sb3(
 
     ``callback`` gets each iteration's statistics (keys as ``PPO.train_iteration``'s; SB3's
     ``value_loss`` is its own, without our factor 0.5) and the model as a ``Policy`` (for evaluations).
-    The model is also saved every ``checkpoint_every`` iterations (0: only at the end) and on Ctrl-C,
+    The model is also saved every ``checkpoint_every`` iterations (0: only at the end) and on ``StopTraining``,
     with ``extra_meta`` (JSON) beside ours. ``resume``: continue ``run_dir/model.zip`` (weights,
     optimiser, step count; SB3 saves no RNG state, so the level stream restarts from ``seed``) up to
     ``total_env_steps`` in all. The zip is verified and nothing in it is unpickled; one saved with other
@@ -418,7 +418,7 @@ def train_sb3(
     try:
         if remaining > 0:
             model.learn(total_timesteps=remaining, callback=stats, reset_num_timesteps=not resume)
-    except KeyboardInterrupt:
+    except StopTraining:  # a consistent state between updates; a plain Ctrl-C may be mid-update: no save
         save()
         raise
     return save()

@@ -26,6 +26,7 @@ from typing import Any, NoReturn
 
 import hydra
 import torch
+from hydra.types import RunMode
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from analysis import figures, summary
@@ -283,13 +284,19 @@ def main(cfg: DictConfig) -> None:
         discard_if_unused(run_dir, unused)
         usage_error(f"expect={err}" if isinstance(err, ExpectationsError) else str(err))
     runs_behind = [trained_run(s) for s in specs]
-    chosen_dir = any(o.startswith("hydra.run.dir=") for o in hydra.core.hydra_config.HydraConfig.get().overrides.hydra)
-    if len(specs) == 1 and runs_behind[0] is not None and not chosen_dir:  # else: where the user said
+    hydra_cfg = hydra.core.hydra_config.HydraConfig.get()
+    chosen_dir = any(o.startswith("hydra.run.dir=") for o in hydra_cfg.overrides.hydra)
+    single = hydra_cfg.mode == RunMode.RUN and not chosen_dir  # a sweep's jobs stay in their sweep dir
+    if len(specs) == 1 and runs_behind[0] is not None and single:
         own = runs_behind[0].run_dir / "eval" / run_dir.name  # the evaluation lives with the run it evaluates
-        own.mkdir(parents=True, exist_ok=True)
-        move_log_files(run_dir, own)
-        discard_if_unused(run_dir, unused)
-        run_dir = own
+        try:
+            own.mkdir(parents=True, exist_ok=False)
+        except OSError as err:  # a run dir we can't write to (a labmate's), or taken: Hydra's own dir
+            log.info("evaluating in %s (not in %s: %s)", run_dir, own, err.strerror or err)
+        else:
+            move_log_files(run_dir, own)
+            discard_if_unused(run_dir, unused)
+            run_dir = own
     write_hydra_files(run_dir, cfg, resumed=False)
     out = Path(cfg.report) if cfg.report else run_dir / "report.json"
     run_cfg = OmegaConf.to_container(cfg, resolve=True)

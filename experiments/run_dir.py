@@ -27,6 +27,7 @@ log = logging.getLogger(__name__)
 
 LOCK_FILE = ".lock"
 HYDRA_DIR = ".hydra"
+_made: set[Path] = set()  # what this process wrote into run dirs: all a failed start removes again
 
 
 class RunDirLocked(RuntimeError):
@@ -45,22 +46,31 @@ def lock_run_dir(run_dir: Path) -> Iterator[Path]:
         return
     run_dir.mkdir(parents=True, exist_ok=True)
     path = run_dir / LOCK_FILE
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
-    try:
+    while True:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             holder = os.pread(fd, 4096, 0).decode(errors="replace").strip() or "an unknown process"
+            os.close(fd)
             raise RunDirLocked(
                 f"{run_dir} is in use by another run ({holder}); wait for it to finish, or give this run "
                 "another dir (hydra.run.dir=...)"
             ) from None
+        try:  # the file we locked must still be the lock file (a failed start may have removed it meanwhile)
+            if os.stat(path).st_ino == os.fstat(fd).st_ino:
+                break
+        except FileNotFoundError:
+            pass
+        os.close(fd)
+    try:
         stamp = datetime.datetime.now().isoformat(timespec="seconds")
         os.ftruncate(fd, 0)
         os.pwrite(fd, f"pid {os.getpid()} on host {socket.gethostname()}, since {stamp}\n".encode(), 0)
+        _made.add(path)
         yield run_dir
     finally:
-        os.close(fd)  # releases the lock; the file stays (deleting it would race a second run)
+        os.close(fd)  # releases the lock
 
 
 def is_unused(run_dir: Path) -> bool:
@@ -69,10 +79,28 @@ def is_unused(run_dir: Path) -> bool:
 
 
 def discard_if_unused(run_dir: Path, was_unused: bool) -> None:
-    """Remove ``run_dir`` if this process found it unused: a start that failed leaves nothing behind."""
-    if was_unused and run_dir.exists():
-        _release_log_files(run_dir)
-        shutil.rmtree(run_dir, ignore_errors=True)
+    """Remove ``run_dir`` if this process found it unused: a start that failed leaves nothing behind.
+
+    Only what this process made there goes (its lock file, its ``.hydra/``, its job log), then the dir
+    itself if that leaves it empty: another process that shares the dir (two runs started in the same
+    second get the same default dir) keeps whatever it wrote. (:func:`lock_run_dir` checks that the file it
+    locked is still the lock file, so removing it never lets two runs in.)"""
+    if not (was_unused and run_dir.exists()):
+        return
+    for handler in _file_handlers_in(run_dir):
+        logging.getLogger().removeHandler(handler)
+        handler.close()
+        Path(handler.baseFilename).unlink(missing_ok=True)
+    for made in [p for p in _made if run_dir in p.parents]:
+        if made.is_dir():
+            shutil.rmtree(made, ignore_errors=True)
+        else:
+            made.unlink(missing_ok=True)
+        _made.discard(made)
+    try:
+        run_dir.rmdir()
+    except OSError:  # not empty: someone else's files are there
+        pass
 
 
 def write_hydra_files(run_dir: Path, task_cfg: Any, resumed: bool) -> Path:
@@ -95,6 +123,7 @@ def write_hydra_files(run_dir: Path, task_cfg: Any, resumed: bool) -> Path:
         files["overrides.yaml"] = hydra_cfg.overrides.task
     for name, cfg in files.items():
         (where / name).write_text(OmegaConf.to_yaml(cfg))
+    _made.add(where)
     return where
 
 
@@ -108,13 +137,6 @@ def move_log_files(src: Path, dst: Path) -> None:
             handler.baseFilename = str((dst / Path(handler.baseFilename).name).resolve())
         finally:
             handler.release()
-
-
-def _release_log_files(run_dir: Path) -> None:
-    """Detach the log files in ``run_dir`` (a later record must not recreate them in a removed dir)."""
-    for handler in _file_handlers_in(run_dir):
-        logging.getLogger().removeHandler(handler)
-        handler.close()
 
 
 def _file_handlers_in(directory: Path) -> list[logging.FileHandler]:

@@ -1,30 +1,38 @@
 """Stopping a training run cleanly on a signal: Ctrl-C (SIGINT), SLURM preemption or ``scancel``
-(SIGTERM), and submitit's warning before the time limit (SIGUSR1).
+(SIGTERM), and submitit's warning before the time limit or preemption (SIGUSR2 in current submitit,
+SIGUSR1 in older ones, or what ``SUBMITIT_PREEMPT_SIGNAL`` names).
 
 A signal does not interrupt the run where it happens to be (mid-update, the weights and the step
 count would disagree). It sets a flag; the training loop checks it after each iteration, writes a
 checkpoint of that consistent state, and then :meth:`StopSignals.finish` hands the signal on: to the
 handler that was there before ours when it is a Python one (submitit's, which requeues the job and
-exits), else it exits with the conventional status ``128 + signal number`` (130, 143, 138). A second
-Ctrl-C stops at once, without a checkpoint (the last periodic one stays).
+exits), else it exits with the conventional status ``128 + signal number`` (130, 143, 138, 140). A
+second Ctrl-C stops at once, without a checkpoint (the last periodic one stays).
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import signal
 import sys
 from types import FrameType
 from typing import Any
 
+from agents.checkpoint import StopTraining
+
 log = logging.getLogger(__name__)
 
-SIGNALS = tuple(getattr(signal, name) for name in ("SIGINT", "SIGTERM", "SIGUSR1") if hasattr(signal, name))
+
+def stop_signals() -> tuple[int, ...]:
+    """The signals a run stops on: SIGINT, SIGTERM, SIGUSR1, SIGUSR2, and submitit's configured one."""
+    names = ["SIGINT", "SIGTERM", "SIGUSR1", "SIGUSR2", os.environ.get("SUBMITIT_PREEMPT_SIGNAL", "")]
+    found = (getattr(signal, n if n.startswith("SIG") else f"SIG{n}", None) for n in names if n)
+    return tuple(dict.fromkeys(s for s in found if s is not None))
 
 
-class StopRequested(KeyboardInterrupt):
-    """Raised at a safe point after a stop signal. A ``KeyboardInterrupt``, so every handler that saves
-    on Ctrl-C (our trainer's, the SB3 backend's) saves on it too."""
+class StopRequested(StopTraining):
+    """Raised at a safe point after a stop signal (a ``StopTraining``: the SB3 backend saves its model on it)."""
 
     def __init__(self, signum: int) -> None:
         super().__init__(signal.Signals(signum).name)
@@ -32,14 +40,15 @@ class StopRequested(KeyboardInterrupt):
 
 
 class StopSignals:
-    """While active (a context manager), records SIGINT, SIGTERM and SIGUSR1 instead of dying on them."""
+    """While active (a context manager), records the :func:`stop_signals` instead of dying on them; after
+    it, :meth:`finish` hands the signal to the handler that was there before."""
 
     def __init__(self) -> None:
         self.signum: int | None = None
         self._previous: dict[int, Any] = {}
 
     def __enter__(self) -> StopSignals:
-        for signum in SIGNALS:
+        for signum in stop_signals():
             try:
                 self._previous[signum] = signal.signal(signum, self._handle)
             except ValueError:  # not the main thread: signals can't be caught here
@@ -47,9 +56,8 @@ class StopSignals:
         return self
 
     def __exit__(self, *exc: object) -> None:
-        for signum, previous in self._previous.items():
+        for signum, previous in self._previous.items():  # kept: finish() hands the signal on to them
             signal.signal(signum, previous)
-        self._previous.clear()
 
     @property
     def requested(self) -> bool:
@@ -72,7 +80,6 @@ class StopSignals:
         """After the checkpoint: hand the signal to the handler before ours (submitit requeues and exits),
         else exit with status ``128 + signum``."""
         previous = self._previous.get(signum)
-        self.__exit__()
         if callable(previous) and previous is not signal.default_int_handler:
             previous(signum, None)
         sys.exit(128 + signum)

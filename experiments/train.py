@@ -8,7 +8,7 @@ The run logger (``logger=wandb|none``, ``experiments/logger.py``) mirrors the me
 backends (``agent.backend=misgen|sb3``) go through the same run.
 
 Reliability (docs/reliability.md): a run holds its dir exclusively (``experiments/run_dir.py``); Ctrl-C,
-SIGTERM (preemption, ``scancel``) and SIGUSR1 (submitit) stop it after the current iteration with a
+SIGTERM (preemption, ``scancel``) and SIGUSR2 / SIGUSR1 (submitit) stop it after the current iteration with a
 checkpoint (``experiments/stop.py``); ``resume=`` continues a run in its own dir (and its wandb run),
 refusing a changed agent, env or seed by name; a run started in a dir that already holds a checkpoint
 continues it (``auto_resume``: a requeued SLURM job). A bad config exits with status 2 naming the key,
@@ -164,14 +164,14 @@ RESUME_MAY_CHANGE = ("total_env_steps", "eval_every", "eval_episodes", "checkpoi
 RESUME_MAY_CHANGE += ("progress", "log_every", "threads", "logger", "env.device")
 
 
-def _state(ppo: PPO, env_cfg: GridEnvConfig, run_cfg: dict[str, Any], logger: RunLogger) -> dict[str, Any]:
+def _state(ppo: PPO, env_cfg: GridEnvConfig, run_cfg: dict[str, Any], run: Run) -> dict[str, Any]:
     return {
         "env_name": env_cfg.name,
         "env_config": config_to_dict(env_cfg),
         "run_config": run_cfg,
         "versions": {"torch": str(torch.__version__), "python": sys.version.split()[0]},
-        "wandb_run_id": logger.run_id,
-        "wandb_group": logger.group,
+        "wandb_run_id": run.wandb_run_id,
+        "wandb_group": run.wandb_group,
         **ppo.state_dict(),
     }
 
@@ -181,9 +181,20 @@ class Run:
     the progress display, and evaluations on every distribution (with videos when configured)."""
 
     def __init__(
-        self, cfg: DictConfig, env_cfg: GridEnvConfig, run_dir: Path, logger: RunLogger, video: bool, env_steps: int
+        self,
+        cfg: DictConfig,
+        env_cfg: GridEnvConfig,
+        run_dir: Path,
+        logger: RunLogger,
+        video: bool,
+        env_steps: int,
+        previous: dict[str, Any] | None = None,
     ):
         self.cfg, self.env_cfg, self.run_dir, self.logger, self.video = cfg, env_cfg, run_dir, logger, video
+        previous = previous or {}
+        # The wandb run this run belongs to: a resume with logger=none keeps it, so a later one continues it.
+        self.wandb_run_id = logger.run_id or previous.get("wandb_run_id")
+        self.wandb_group = logger.group or previous.get("wandb_group")
         self.metrics = run_dir / metrics_file.FILENAME
         self.progress = Progress(cfg.progress, cfg.total_env_steps, env_steps, cfg.log_every)
 
@@ -243,7 +254,7 @@ def main(cfg: DictConfig) -> None:
         if cfg.resume and not run_dir.is_dir():
             raise ConfigError(f"resume={cfg.resume}: no such run dir or checkpoint")
         check_sized_for_device(cfg, env_cfg, agent_cfg)
-    except (ConfigError, CheckpointError) as err:
+    except (ConfigError, CheckpointError, FileNotFoundError) as err:
         discard_if_unused(hydra_dir, unused)
         usage_error(str(err))
     if run_dir != hydra_dir:  # resuming a run elsewhere: it keeps its one dir, log included
@@ -252,10 +263,13 @@ def main(cfg: DictConfig) -> None:
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     fresh = unused and run_dir == hydra_dir
+    phase = {"training": False}  # set by _start once training begins: what fails after that is not a bad start
     try:
         with lock_run_dir(run_dir):
-            _start(cfg, env_cfg, agent_cfg, backend, logger_cfg, run_dir, fresh)
-    except (ConfigError, CheckpointError, MetricsFileError, RunDirLocked) as err:
+            _start(cfg, env_cfg, agent_cfg, backend, logger_cfg, run_dir, fresh, phase)
+    except (ConfigError, CheckpointError, MetricsFileError, RunDirLocked, FileNotFoundError) as err:
+        if phase["training"]:
+            raise
         if not isinstance(err, RunDirLocked):
             discard_if_unused(run_dir, fresh)  # refused before training: a new dir leaves nothing behind
         usage_error(str(err))
@@ -342,14 +356,25 @@ def _start(
     logger_cfg: LoggerConfig,
     run_dir: Path,
     fresh: bool,
+    phase: dict[str, bool],
 ) -> None:
     """Everything after the run dir is ours: resume or start, build, train, stop cleanly on a signal."""
     removed = remove_stale_temps(run_dir, ("checkpoint", "model", "metrics"))
     if removed:
         log.warning("removed %d temporary file(s) a killed run left in %s", len(removed), run_dir)
-    saved_name = CHECKPOINT_FILE if backend == "misgen" else SB3_MODEL_FILE
+    saved_name, other_name = (
+        (CHECKPOINT_FILE, SB3_MODEL_FILE) if backend == "misgen" else (SB3_MODEL_FILE, CHECKPOINT_FILE)
+    )
+    if (run_dir / other_name).is_file() and not (run_dir / saved_name).is_file():
+        other = "sb3" if backend == "misgen" else "misgen"
+        raise ConfigError(
+            f"{run_dir} holds {other_name}, a run of agent.backend={other}, and this run is agent.backend={backend}: "
+            f"resume it with its own backend, or give this run another dir"
+        )
     metrics = run_dir / metrics_file.FILENAME
     resume = cfg.resume
+    if resume and backend == "sb3" and Path(resume).is_file() and Path(resume).name != SB3_MODEL_FILE:
+        raise ConfigError(f"resume={resume}: resume an SB3 run by its run dir (its {SB3_MODEL_FILE})")
     if not resume and (run_dir / saved_name).is_file():
         if not cfg.auto_resume:
             raise ConfigError(f"{run_dir} already holds {saved_name} and auto_resume=false: give the run another dir")
@@ -364,10 +389,16 @@ def _start(
             check_resumable(resumed["run_config"], resumed["env_config"], run_cfg, config_to_dict(env_cfg), resume)
         else:
             resumed = _sb3_meta(resume, env_cfg)
+            if "run_config" in resumed:  # the agent and env are checked by train_sb3; here the rest (seed)
+                check_resumable(resumed["run_config"], resumed["env_config"], run_cfg, config_to_dict(env_cfg), resume)
         metrics_file.keep_until(metrics, resumed["env_steps"])
     elif metrics.exists():  # killed before its first checkpoint: a restart from nothing starts its metrics anew
         metrics.unlink()
         log.warning("%s had metrics but no checkpoint: starting the run over, metrics included", run_dir)
+    for (
+        name
+    ) in env_cfg.distributions:  # every level bank now (cached for the evaluations): an impossible one fails here
+        make_core(env_cfg, name, num_envs=1, seed=cfg.seed)
     ppo = None
     if backend == "misgen":  # built before the logger: a config the env can't take fails before any run exists
         ppo = build_ppo(env_cfg, agent_cfg, cfg.seed)
@@ -379,8 +410,9 @@ def _start(
         logger_cfg, run_cfg, run_dir, run_id=previous.get("wandb_run_id"), group=previous.get("wandb_group")
     )
     exit_code = 1
-    run = Run(cfg, env_cfg, run_dir, logger, logger_cfg.video_every_eval, previous.get("env_steps", 0))
+    run = Run(cfg, env_cfg, run_dir, logger, logger_cfg.video_every_eval, previous.get("env_steps", 0), previous)
     stop = StopSignals()
+    phase["training"] = True
     try:
         with stop:
             if backend == "sb3":
@@ -477,19 +509,20 @@ def _train_misgen(
     total_updates = -(-cfg.total_env_steps // (agent_cfg.num_envs * agent_cfg.num_steps))
 
     def checkpoint() -> None:
-        save_checkpoint(run.run_dir, _state(ppo, env_cfg, run_cfg, run.logger))
+        save_checkpoint(run.run_dir, _state(ppo, env_cfg, run_cfg, run))
 
     evaluated = False
     while ppo.env_steps < cfg.total_env_steps:
         stats = ppo.train_iteration(total_updates)
         evaluated = run.iteration({"updates": ppo.updates, **stats})
-        if evaluated:
-            run.evaluate_all(ppo.policy, ppo.env_steps, ppo.updates)
-        if stop.requested or (cfg.checkpoint_every and ppo.updates % cfg.checkpoint_every == 0):
+        if stop.requested:  # checkpoint at once (SLURM kills soon after SIGTERM); a due evaluation is skipped
             checkpoint()
-        if stop.requested:
             log.warning("stopped at %d env steps: checkpoint written to %s", ppo.env_steps, run.run_dir)
             stop.check()
+        if evaluated:
+            run.evaluate_all(ppo.policy, ppo.env_steps, ppo.updates)
+        if cfg.checkpoint_every and ppo.updates % cfg.checkpoint_every == 0:
+            checkpoint()
     if not evaluated and not run.evaluated_at(ppo.env_steps):  # a finished run, resumed: already done
         run.evaluate_all(ppo.policy, ppo.env_steps, ppo.updates)
     checkpoint()
@@ -507,9 +540,9 @@ def _train_sb3(
 
     def callback(stats: dict[str, float], policy: Policy) -> None:
         last.update(stats=stats, policy=policy, evaluated=run.iteration(stats))
+        stop.check()  # between updates, before a due evaluation: train_sb3 saves the model on the way out
         if last["evaluated"]:
             run.evaluate_all(policy, int(stats["env_steps"]), int(stats["updates"]))
-        stop.check()  # between updates: train_sb3 saves the model on the way out
 
     path = train_sb3(
         env_cfg,
@@ -522,8 +555,8 @@ def _train_sb3(
         checkpoint_every=cfg.checkpoint_every,
         resume=resume,
         extra_meta={
-            "wandb_run_id": run.logger.run_id,
-            "wandb_group": run.logger.group,
+            "wandb_run_id": run.wandb_run_id,
+            "wandb_group": run.wandb_group,
             "run_config": OmegaConf.to_container(cfg, resolve=True),
         },
     )

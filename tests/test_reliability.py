@@ -31,7 +31,7 @@ from envs.atomic import atomic_path
 from experiments import metrics_file
 from experiments.metrics_file import MetricsFileError
 from experiments.run_dir import RunDirLocked, lock_run_dir
-from experiments.stop import StopRequested, StopSignals
+from experiments.stop import StopRequested, StopSignals, stop_signals
 from tests.conftest import ROOT, run_module, small_config
 from tests.test_train import SMALL_MAZES, TINY
 
@@ -66,7 +66,7 @@ def _wait_for_updates(run_dir: Path, proc: subprocess.Popen, n: int, timeout: fl
 
 # ------------------------------------------------------------------------ stop signals
 @pytest.mark.parametrize(
-    ("signum", "backend"), [(signal.SIGTERM, "ppo"), (signal.SIGUSR1, "ppo"), (signal.SIGTERM, "sb3_ppo")]
+    ("signum", "backend"), [(signal.SIGTERM, "ppo"), (signal.SIGUSR2, "ppo"), (signal.SIGTERM, "sb3_ppo")]
 )
 def test_a_stop_signal_checkpoints_the_last_iteration_and_the_rerun_continues_exactly(tmp_path, signum, backend):
     proc = _start_long_run(tmp_path, f"agent={backend}")
@@ -96,11 +96,17 @@ def test_stop_signals_hand_the_signal_to_the_handler_before_them_after_the_check
             assert stop.requested and seen == []  # recorded, not acted on yet
             with pytest.raises(StopRequested):
                 stop.check()
-            with pytest.raises(SystemExit) as exited:
-                stop.finish(signal.SIGUSR1)
+        with pytest.raises(SystemExit) as exited:  # as the trainer does: after the block, the checkpoint written
+            stop.finish(signal.SIGUSR1)
         assert seen == [signal.SIGUSR1] and exited.value.code == 128 + signal.SIGUSR1
     finally:
         signal.signal(signal.SIGUSR1, previous)
+
+
+def test_submitits_preemption_signals_are_stop_signals(monkeypatch):
+    assert {signal.SIGINT, signal.SIGTERM, signal.SIGUSR1, signal.SIGUSR2} <= set(stop_signals())
+    monkeypatch.setenv("SUBMITIT_PREEMPT_SIGNAL", "SIGHUP")
+    assert signal.SIGHUP in stop_signals()
 
 
 def test_a_second_ctrl_c_stops_at_once():
@@ -387,3 +393,28 @@ def test_a_bad_value_fails_naming_its_key_and_leaves_no_run_dir(tmp_path, module
     assert proc.returncode == 2, proc.stderr
     assert key in proc.stderr and "Traceback" not in proc.stderr
     assert not run_dir.exists()
+
+
+def test_an_impossible_level_distribution_fails_at_start_naming_it(tmp_path):
+    run_dir = tmp_path / "run"
+    impossible = ["env.distributions.shift_arrow.min_size=1", "env.distributions.shift_arrow.max_size=1"]
+    proc = run_module("experiments.train", run_dir, *TINY, *impossible, "total_env_steps=256")
+    assert proc.returncode == 2 and "impossible for distribution 'shift_arrow'" in proc.stderr
+    assert not run_dir.exists()
+
+
+def test_a_run_dir_of_the_other_backend_is_refused_and_kept(tmp_path):
+    assert _train(tmp_path, "agent=sb3_ppo", "total_env_steps=256").returncode == 0
+    before = (tmp_path / "metrics.jsonl").read_text()
+    proc = _train(tmp_path, "total_env_steps=512")  # agent=ppo, into the SB3 run's dir
+    assert proc.returncode == 2 and "a run of agent.backend=sb3" in proc.stderr
+    assert (tmp_path / "metrics.jsonl").read_text() == before and not (tmp_path / FILENAME).exists()
+
+
+def test_a_resume_without_the_logger_keeps_the_runs_wandb_link(tmp_path):
+    assert _train(tmp_path, "total_env_steps=256").returncode == 0
+    state = load_checkpoint(tmp_path)
+    save_checkpoint(tmp_path, {**state, "wandb_run_id": "abc123", "wandb_group": "arrow_maze-ppo"})
+    assert _train(tmp_path, "total_env_steps=512").returncode == 0  # logger=none
+    state = load_checkpoint(tmp_path)
+    assert (state["env_steps"], state["wandb_run_id"], state["wandb_group"]) == (512, "abc123", "arrow_maze-ppo")
