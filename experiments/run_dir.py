@@ -134,7 +134,12 @@ def move_log_files(src: Path, dst: Path) -> None:
         handler.acquire()
         try:
             handler.close()
-            handler.baseFilename = str((dst / Path(handler.baseFilename).name).resolve())
+            old, new = Path(handler.baseFilename), (dst / Path(handler.baseFilename).name).resolve()
+            if old.is_file():  # lines logged before the move: appended to the run's own log
+                with new.open("a") as f:
+                    f.write(old.read_text())
+                old.unlink()
+            handler.baseFilename = str(new)
         finally:
             handler.release()
 

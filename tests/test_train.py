@@ -171,7 +171,7 @@ def test_the_sb3_backend_trains_through_the_same_entry_point(tmp_path):
 
     assert read_sb3_meta(tmp_path)["env_steps"] == 1024
     proc = _train(tmp_path / "other", *SMALL_MAZES, "agent=sb3_ppo", f"resume={tmp_path}", "agent.lr=0.1")
-    assert proc.returncode != 0 and "resume with the run's own agent settings" in proc.stderr
+    assert proc.returncode == 2 and "agent.lr (0.0005 -> 0.1); resume with the run's own settings" in proc.stderr
 
 
 def test_a_resumed_ppo_continues_the_level_stream_and_the_samplers():
