@@ -19,11 +19,11 @@ $(STAMP): pyproject.toml
 install: $(STAMP)
 
 demo: $(STAMP)
-	$(BIN)/python -m experiments.demo
+	$(BIN)/misgen demo
 
 # Train a PPO agent on 3x3-cell arrow mazes on the CPU (3-4 minutes on 2 cores): configs/experiment/arrow_maze_smoke.yaml
 smoke: $(STAMP)
-	$(BIN)/python -m experiments.train experiment=arrow_maze_smoke
+	$(BIN)/misgen train experiment=arrow_maze_smoke
 
 # pytest exits 5 when it selects no test: report it plainly instead of failing.
 test: $(STAMP)
@@ -36,7 +36,7 @@ lint: $(STAMP)
 	$(BIN)/ruff format --check .
 
 bench: $(STAMP)
-	$(BIN)/python -m experiments.bench
+	$(BIN)/misgen bench
 
 clean:
 	rm -rf $(VENV) outputs multirun .pytest_cache .hypothesis
