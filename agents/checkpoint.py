@@ -87,7 +87,8 @@ def _feed(digest: Any, value: Any) -> None:
         raise TypeError(f"a checkpoint holds tensors and plain values only, not {type(value).__name__}")
 
 
-def _non_finite_parameters(model: Any) -> list[str]:
+def non_finite_weights(model: Any) -> list[str]:
+    """The names of the floating-point tensors of a state dict that hold a NaN or an infinity."""
     if not isinstance(model, dict):
         return []
     return [
@@ -103,7 +104,7 @@ def save_checkpoint(run_dir: Path, state: dict[str, Any]) -> Path:
     ``OSError`` (ENOSPC) that says so, and the previous checkpoint stays.
     """
     path = Path(run_dir) / FILENAME
-    bad = _non_finite_parameters(state.get("model"))
+    bad = non_finite_weights(state.get("model"))
     if bad:
         raise FloatingPointError(f"not writing {path}: non-finite weights in {bad}; the previous checkpoint is kept")
     full = {"format": FORMAT, **{k: v for k, v in state.items() if k != "format"}}

@@ -66,7 +66,14 @@ from stable_baselines3.common.vec_env import VecEnv
 from stable_baselines3.common.vec_env.base_vec_env import VecEnvIndices
 from torch.distributions import Categorical
 
-from agents.checkpoint import SB3_MODEL_FILENAME, CheckpointError, StopTraining, config_changes, find_run_file
+from agents.checkpoint import (
+    SB3_MODEL_FILENAME,
+    CheckpointError,
+    StopTraining,
+    config_changes,
+    find_run_file,
+    non_finite_weights,
+)
 from agents.networks import NetworkConfig, Torso
 from agents.ppo import PPOConfig, check_egocentric, load_ppo_config
 from envs import make_core
@@ -74,7 +81,7 @@ from envs.atomic import atomic_path
 from envs.config import OBS_MODES, ConfigError, config_to_dict, load_env_config, load_structured
 from envs.core import GridCore, StepResult
 from envs.grid import NUM_ACTIONS
-from envs.gym_views import _check_actions, _observation_space
+from envs.gym_views import _check_actions, _observation_space, observation_space
 
 log = logging.getLogger(__name__)
 
@@ -437,7 +444,7 @@ def save_sb3_model(model: PPO, run_dir: Path, meta: dict[str, Any]) -> Path:
         raise ValueError(f"save_sb3_model: {HASH_KEY!r} is the key of the member hashes, not a metadata field")
     _check_fields(path, meta)
     json.dumps(meta)  # fails here, before anything is written
-    bad = [name for name, p in model.policy.named_parameters() if not bool(p.isfinite().all())]
+    bad = non_finite_weights(model.policy.state_dict())
     if bad:  # a blow-up is never saved: the previous model stays
         raise FloatingPointError(f"not writing {path}: non-finite weights in {bad}; the previous model is kept")
     buffer = io.BytesIO()
@@ -604,8 +611,7 @@ def _trained_observation_space(meta: dict[str, Any], path: Path) -> spaces.Box:
     obs_mode = meta["env_config"].get("obs_mode", "symbolic")
     if obs_mode not in OBS_MODES:
         raise SB3ModelError(f"{path}: its env config's obs_mode={obs_mode!r} is not one of {list(OBS_MODES)}")
-    high = 1 if obs_mode == "symbolic" else 255
-    return spaces.Box(low=0, high=high, shape=tuple(meta["observation_shape"]), dtype=np.uint8)
+    return observation_space(obs_mode, meta["observation_shape"])
 
 
 def _agent_config(saved: _ModelZip) -> PPOConfig:

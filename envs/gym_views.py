@@ -40,9 +40,13 @@ class Core(Protocol):
     def render_ansi(self, index: int = 0, final: bool = False) -> str: ...
 
 
+def observation_space(obs_mode: str, shape: tuple[int, ...]) -> spaces.Box:
+    """The observation space of a core: ``uint8``, 0/1 channels (``symbolic``) or 0..255 pixels (``rgb``)."""
+    return spaces.Box(low=0, high=1 if obs_mode == "symbolic" else 255, shape=tuple(shape), dtype=np.uint8)
+
+
 def _observation_space(core: Core) -> spaces.Box:
-    high = 1 if core.cfg.obs_mode == "symbolic" else 255
-    return spaces.Box(low=0, high=high, shape=core.observation_shape, dtype=np.uint8)
+    return observation_space(core.cfg.obs_mode, core.observation_shape)
 
 
 def _check_render_mode(render_mode: str | None) -> None:

@@ -34,7 +34,7 @@ from analysis.estimator import estimate
 from analysis.expectations import ExpectationsError, check_expectations, load_expectations
 from analysis.metrics import SCALARS, VerdictConfig, aggregate_seeds, distribution_report
 from analysis.objectives import objectives_of
-from analysis.policy_specs import ORACLE_FORM, load_actor, trained_env_config, trained_run
+from analysis.policy_specs import ORACLE_FORM, TrainedRun, load_actor, trained_run
 from analysis.trajectories import Trajectories, collect_episodes
 from envs.atomic import atomic_path
 from envs.config import (
@@ -138,14 +138,17 @@ def log_report(logger: RunLogger, report: dict[str, Any], images: dict[str, Path
     logger.log_images({f"figures/{k}": v for k, v in images.items()}, step=0)
 
 
-def evaluation_env_config(cfg: DictConfig, specs: list[str], overrides: list[str]) -> tuple[GridEnvConfig, str]:
+def evaluation_env_config(
+    cfg: DictConfig, specs: list[str], runs: list[TrainedRun | None], overrides: list[str]
+) -> tuple[GridEnvConfig, str]:
     """The env config to evaluate on, and where it came from.
 
     A trained run (our checkpoint, or an SB3 model our trainer saved) is evaluated on the env config it
     was trained with, so a run dir is all one names; the command line's ``env.*`` overrides apply on
     top, and the device is always the evaluation's (``env.device``). Other specs use ``env=`` as given.
+    ``runs``: :func:`trained_run` of each spec.
     """
-    trained = {s: c for s in specs if (c := trained_env_config(s)) is not None}
+    trained = {s: r.env_config for s, r in zip(specs, runs, strict=True) if r is not None}
     if not trained:
         return load_env_config(cfg.env.name, base=cfg.env), "config"
     configs = [{k: v for k, v in c.items() if k != "device"} for c in trained.values()]
@@ -249,7 +252,22 @@ def usage_error(message: str) -> NoReturn:
     sys.exit(2)
 
 
-def _setup(cfg: DictConfig) -> tuple[list[str], GridEnvConfig, str, VerdictConfig, Any, list[str], Any]:
+@dataclass
+class Setup:
+    """What an evaluation runs on, every part of it validated."""
+
+    specs: list[str]
+    runs: list[TrainedRun | None]
+    """:func:`trained_run` of each spec (read once: the env config, the run's dir and its wandb group)."""
+    env_cfg: GridEnvConfig
+    env_source: str
+    verdict: VerdictConfig
+    logger_cfg: Any
+    names: list[str]
+    expectations: Any
+
+
+def _setup(cfg: DictConfig) -> Setup:
     """Everything the evaluation needs, validated before any work: a bad config, spec or expectations file
     raises (``ConfigError``, ``ExpectationsError``, ``ValueError``, ``FileNotFoundError``) naming it."""
     resolved = OmegaConf.to_container(cfg, resolve=True)
@@ -257,7 +275,8 @@ def _setup(cfg: DictConfig) -> tuple[list[str], GridEnvConfig, str, VerdictConfi
     evaluation = load_structured(EvaluateConfig, settings, None, "evaluate").validate()
     specs = _specs(cfg.policy)
     overrides = list(hydra.core.hydra_config.HydraConfig.get().overrides.task)
-    env_cfg, env_source = evaluation_env_config(cfg, specs, overrides)
+    runs = [trained_run(s) for s in specs]
+    env_cfg, env_source = evaluation_env_config(cfg, specs, runs, overrides)
     logger_cfg = load_logger_config(cfg.logger)
     names = list(cfg.eval.distributions or env_cfg.distributions)
     unknown = [d for d in names if d not in env_cfg.distributions]
@@ -271,7 +290,7 @@ def _setup(cfg: DictConfig) -> tuple[list[str], GridEnvConfig, str, VerdictConfi
         )
     for spec in specs:  # a bad spec fails before any work
         load_actor(spec, env_cfg, resolve_device(env_cfg.device), seed=cfg.seed, allow_pickle=cfg.allow_pickle)
-    return specs, env_cfg, env_source, evaluation.verdict, logger_cfg, names, expectations
+    return Setup(specs, runs, env_cfg, env_source, evaluation.verdict, logger_cfg, names, expectations)
 
 
 @hydra.main(config_path="../configs", config_name="evaluate", version_base="1.3")
@@ -279,11 +298,12 @@ def main(cfg: DictConfig) -> None:
     run_dir = Path(hydra.core.hydra_config.HydraConfig.get().runtime.output_dir)
     unused = is_unused(run_dir)  # Hydra made it for this run (output_subdir: null): removed if the start fails
     try:
-        specs, env_cfg, env_source, verdict, logger_cfg, names, expectations = _setup(cfg)
+        setup = _setup(cfg)
     except (ConfigError, ExpectationsError, ValueError, FileNotFoundError) as err:
         discard_if_unused(run_dir, unused)
         usage_error(f"expect={err}" if isinstance(err, ExpectationsError) else str(err))
-    runs_behind = [trained_run(s) for s in specs]
+    specs, runs_behind, env_cfg, env_source = setup.specs, setup.runs, setup.env_cfg, setup.env_source
+    verdict, logger_cfg, names, expectations = setup.verdict, setup.logger_cfg, setup.names, setup.expectations
     hydra_cfg = hydra.core.hydra_config.HydraConfig.get()
     chosen_dir = any(o.startswith("hydra.run.dir=") for o in hydra_cfg.overrides.hydra)
     single = hydra_cfg.mode == RunMode.RUN and not chosen_dir  # a sweep's jobs stay in their sweep dir

@@ -395,13 +395,12 @@ def _start(
     elif metrics.exists():  # killed before its first checkpoint: a restart from nothing starts its metrics anew
         metrics.unlink()
         log.warning("%s had metrics but no checkpoint: starting the run over, metrics included", run_dir)
-    for (
-        name
-    ) in env_cfg.distributions:  # every level bank now (cached for the evaluations): an impossible one fails here
-        make_core(env_cfg, name, num_envs=1, seed=cfg.seed)
+    # Every distribution's level bank now (cached for the evaluations): an impossible one fails here.
+    probes = {name: make_core(env_cfg, name, num_envs=1, seed=cfg.seed) for name in env_cfg.distributions}
     ppo = None
     if backend == "misgen":  # built before the logger: a config the env can't take fails before any run exists
-        ppo = build_ppo(env_cfg, agent_cfg, cfg.seed)
+        train = probes.get("train") or make_core(env_cfg, "train", num_envs=1)  # no train: its ConfigError
+        ppo = build_ppo(env_cfg, agent_cfg, cfg.seed, train.observation_shape)
         if resumed is not None:
             check_same_network(resumed, ppo.network_spec, resume)
     write_hydra_files(run_dir, cfg, resumed=resumed is not None and not fresh)
@@ -429,12 +428,11 @@ def _start(
         stop.finish(exit_code - 128)
 
 
-def build_ppo(env_cfg: GridEnvConfig, agent_cfg: PPOConfig, seed: int) -> PPO:
-    """Our PPO on the env's ``train`` distribution; a batch too big for the device's memory is a
-    ``ConfigError`` naming ``agent.num_envs``, not an allocator's message."""
+def build_ppo(env_cfg: GridEnvConfig, agent_cfg: PPOConfig, seed: int, obs_shape: tuple[int, ...]) -> PPO:
+    """Our PPO on the env's ``train`` distribution (observations of ``obs_shape``); a batch too big for the
+    device's memory is a ``ConfigError`` naming ``agent.num_envs``, not an allocator's message."""
     device = resolve_device(env_cfg.device)
-    probe = make_core(env_cfg, "train", num_envs=1, seed=seed, device=device)  # the level bank is cached
-    need = 2 * agent_cfg.num_envs * math.prod(probe.observation_shape)  # the core's observations alone
+    need = 2 * agent_cfg.num_envs * math.prod(obs_shape)  # the core's observations alone
     have = device_memory(device)
     if have is not None and need > have:
         raise ConfigError(
@@ -447,7 +445,7 @@ def build_ppo(env_cfg: GridEnvConfig, agent_cfg: PPOConfig, seed: int) -> PPO:
         if not isinstance(err, torch.OutOfMemoryError) and "alloc" not in str(err):
             raise
         raise ConfigError(
-            f"agent.num_envs={agent_cfg.num_envs}: the envs do not fit in memory on {resolve_device(env_cfg.device)} "
+            f"agent.num_envs={agent_cfg.num_envs}: the envs do not fit in memory on {device} "
             f"({str(err).splitlines()[0]})"
         ) from err
 
