@@ -6,6 +6,7 @@ bounds a policy must keep. YAML, e.g.::
       behavioural_objective: arrow
       capability: {min: 0.5}
       objective_robustness: {max: 0.1}
+      shares: {arrow: {min: 0.9}}
     shift_ratio:                      # keys and chests
       env_metrics: {excess_keys: {max: 0.5}}
 
@@ -29,17 +30,19 @@ from typing import Any
 
 import yaml
 
-from analysis.estimator import RANDOM
+from analysis.estimator import GROUP_SEPARATOR, RANDOM
 from analysis.metrics import VERDICTS
 
-EXACT = ("verdict", "behavioural_objective", "identifiable", "map_objective")
-BOUNDED = ("capability", "objective_robustness", "base_return", "regret", "success")
+EXACT = ("verdict", "behavioural_objective", "identifiable", "map_objective", "mixed", "unexplained")
+BOUNDED = ("capability", "objective_robustness", "goal_directedness", "base_return", "regret", "success")
 ENV_METRICS = "env_metrics"  # a mapping of the env's own metric names to bounds
-KEYS = (*EXACT, *BOUNDED, ENV_METRICS)
+SHARES = "shares"  # a mapping of objectives (or random) to bounds on their share of episodes
+KEYS = (*EXACT, *BOUNDED, ENV_METRICS, SHARES)
 BOUND_KEYS = ("min", "max")
 RANGES: dict[str, tuple[float, float]] = {
     "capability": (0.0, 1.0),  # SPL, or a discounted return over its optimum clamped to 1
-    "objective_robustness": (0.0, 1.0),  # a posterior mass
+    "objective_robustness": (0.0, 1.0),  # a share of episodes
+    "goal_directedness": (0.0, math.inf),  # nats per episode above chance
     "success": (0.0, 1.0),  # a fraction of episodes
     "regret": (0.0, math.inf),  # the optimal minus the achieved base value
 }
@@ -66,8 +69,9 @@ def load_expectations(
 
     ``distributions``: the evaluated ones. ``objectives``: the env's candidate objective names (a
     report's ``behavioural_objective`` is one of them, ``random`` or null; its ``map_objective`` one of
-    them or ``random``). ``env_metrics``: the names of the env's own metrics its reports carry. ``None``
-    skips that check, for a caller that does not know the env. Raises :class:`ExpectationsError`.
+    them, a group of them (``end=arrow``) or ``random``). ``env_metrics``: the names of the env's own
+    metrics its reports carry. ``None`` skips that check, for a caller that does not know the env.
+    Raises :class:`ExpectationsError`.
     """
     return _Schema(path, list(distributions), objectives, env_metrics).load()
 
@@ -163,6 +167,8 @@ class _Schema:
                 out[key] = self.bounds(where, k_node, value, RANGES.get(key))
             elif key == ENV_METRICS:
                 out[key] = self.metric_bounds(where, k_node, value)
+            elif key == SHARES:
+                out[key] = self.share_bounds(where, k_node, value)
             elif key in EXACT:
                 out[key] = self.exact(where, key, value)
             else:
@@ -172,7 +178,7 @@ class _Schema:
     def exact(self, where: str, key: str, node: yaml.Node) -> Any:
         """A value the report's must equal: a verdict, an objective name or null, a bool."""
         value = self.scalar(node)
-        if key == "identifiable":
+        if key in ("identifiable", "mixed", "unexplained"):
             if not isinstance(value, bool):
                 raise self.error(node, f"{where} must be true or false, got {_shown(value)}")
             return value
@@ -180,8 +186,10 @@ class _Schema:
             allowed: list[Any] | None = list(VERDICTS)
         elif self.objectives is None:
             allowed = None
-        elif key == "map_objective":
+        elif key == "map_objective":  # or a group of candidates the data cannot tell apart: end=arrow
             allowed = [*self.objectives, RANDOM]
+            if isinstance(value, str) and all(part in self.objectives for part in value.split(GROUP_SEPARATOR)):
+                return value
         else:  # behavioural_objective: null when the candidates cannot be told apart
             allowed = [*self.objectives, RANDOM, None]
         if allowed is None:
@@ -202,6 +210,18 @@ class _Schema:
             if self.env_metrics is not None and name not in self.env_metrics:
                 raise self.error(k_node, f"{where}.{name} is not a metric of the env ({self.env_metrics})")
             out[str(name)] = self.bounds(f"{where}.{name}", k_node, value, None)
+        return out
+
+    def share_bounds(self, where: str, key_node: yaml.Node, node: yaml.Node) -> dict[str, dict[str, float]]:
+        """``shares``: objective names (or ``random``), each with bounds on its share of the episodes."""
+        if not isinstance(node, yaml.MappingNode) or not node.value:
+            got = "an empty mapping" if isinstance(node, yaml.MappingNode) else _kind(node)
+            raise self.error(key_node, f"{where} must map objective names to bounds, got {got}")
+        out = {}
+        for name, k_node, value in self.items(node, where):
+            if self.objectives is not None and name not in [*self.objectives, RANDOM]:
+                raise self.error(k_node, f"{where}.{name} is not a candidate objective ({[*self.objectives, RANDOM]})")
+            out[str(name)] = self.bounds(f"{where}.{name}", k_node, value, (0.0, 1.0))
         return out
 
     def bounds(
@@ -265,6 +285,15 @@ def check_expectations(results: dict[str, dict[str, Any]], expectations: dict[st
                         problems.append(f"{dist}.{key}.{name}: not reported (reported: {list(got[ENV_METRICS])})")
                     else:
                         problems += _bounded(f"{dist}.{key}.{name}", got[ENV_METRICS][name], bounds)
+                continue
+            if key == SHARES:
+                for name, bounds in want.items():
+                    share = got[SHARES].get(name)
+                    if share is None:  # merged with another candidate the data cannot tell it from
+                        merged = next((k for k in got[SHARES] if name in k.split("=")), name)
+                        problems.append(f"{dist}.{key}.{name}: not identifiable here (one component: {merged})")
+                    else:
+                        problems += _bounded(f"{dist}.{key}.{name}", share, bounds)
                 continue
             problems += _bounded(f"{dist}.{key}", got[key], want)
     return problems

@@ -19,7 +19,7 @@ What an env's class must provide is :class:`Objectives`; each env's registration
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any, Protocol
 
 import numpy as np
@@ -220,7 +220,43 @@ OBJECTIVES: Mapping[str, type] = RegistryView(lambda spec: resolve(spec.objectiv
 """Read-only live view env name -> candidate objectives class, from the registry (``envs.registry``)."""
 
 
-def objectives_of(env_cfg: GridEnvConfig, gamma: float = 0.99) -> Objectives:
-    """The candidate objectives (an :class:`Objectives`) of ``env_cfg``'s registered env; an unknown env
-    raises ``ConfigError`` listing the known ones."""
-    return resolve(env_spec(env_cfg.name).objectives)(env_cfg, gamma)
+class WithCandidates:
+    """An env's :class:`Objectives` plus extra candidate objectives (``analysis.candidates``): the
+    extras join ``names`` (after the env's own) with their values, capability and oracles; the base
+    objective, regret and the env's metrics stay the env's."""
+
+    def __init__(self, env: Objectives, extra: Sequence[Any]) -> None:
+        self.env, self.extra = env, {c.name: c for c in extra}
+        self.names = (*env.names, *self.extra)
+        self.base, self.gamma, self.env_metric_names = env.base, env.gamma, env.env_metric_names
+
+    def q_values(self, traj: Trajectories) -> dict[str, torch.Tensor]:
+        return {**self.env.q_values(traj), **{k: c.q_values(traj) for k, c in self.extra.items()}}
+
+    def capability(self, traj: Trajectories, objective: str) -> np.ndarray:
+        if objective in self.extra:
+            return self.extra[objective].capability(traj)
+        return self.env.capability(traj, objective)
+
+    def regret(self, traj: Trajectories) -> np.ndarray:
+        return self.env.regret(traj)
+
+    def env_metrics(self, traj: Trajectories) -> dict[str, np.ndarray]:
+        return self.env.env_metrics(traj)
+
+    def oracle(self, objective: str, seed: int = 0) -> Actor:
+        if objective in self.extra:
+            return self.extra[objective].oracle(seed)
+        return self.env.oracle(objective, seed)
+
+
+def objectives_of(env_cfg: GridEnvConfig, gamma: float = 0.99, candidates: Sequence[str] = ()) -> Objectives:
+    """The candidate objectives (an :class:`Objectives`) of ``env_cfg``'s registered env, plus the extra
+    ``candidates`` specs (``analysis.candidates``: a bad one raises ``ConfigError`` naming it); an unknown
+    env raises ``ConfigError`` listing the known ones."""
+    env = resolve(env_spec(env_cfg.name).objectives)(env_cfg, gamma)
+    if not candidates:
+        return env
+    from analysis.candidates import make_candidates
+
+    return WithCandidates(env, make_candidates(candidates, env_cfg, gamma, taken=env.names))

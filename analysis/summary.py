@@ -21,17 +21,18 @@ def summary_rows(report: dict[str, Any]) -> list[dict[str, Any]]:
             row["seeds"] = result["seeds"]
         for key in ("verdict", "behavioural_objective", "identifiable"):
             row[key] = result[key]
+        row["shares"] = " ".join(f"{k} {v:.2f}" for k, v in result["shares"].items() if v > 0)
         intervals = result.get("intervals", {})
         for key, value in [*((k, result[k]) for k in SCALARS), *result["env_metrics"].items()]:
             row[key] = value
-            if key in intervals:
+            if intervals.get(key) is not None:
                 row[f"{key}_lo"], row[f"{key}_hi"] = intervals[key]
         rows.append(row)
     return rows
 
 
 def _number(value: Any) -> str:
-    if value is None:  # no behavioural objective: the candidates are not identifiable there
+    if value is None:  # not identifiable there (no behavioural objective, no robustness)
         return "–"
     return f"{value:.3f}" if isinstance(value, float) else str(value)
 
@@ -39,12 +40,23 @@ def _number(value: Any) -> str:
 def to_markdown(report: dict[str, Any]) -> str:
     """A Markdown table of :func:`summary_rows`, each interval beside its value (``0.812 [0.75, 0.87]``)."""
     rows = summary_rows(report)
-    level = 100 * report.get("config", {}).get("verdict", {}).get("confidence_level", 0.95)
-    columns = [k for k in rows[0] if not k.endswith(("_lo", "_hi"))]
+    verdict = report.get("config", {}).get("verdict", {})
+    level = 100 * verdict.get("confidence_level", 0.95)
+    columns = list(dict.fromkeys(k for row in rows for k in row if not k.endswith(("_lo", "_hi"))))
+    over = "seeds" if "seeds" in rows[0] else "episodes"
+    note = f"Intervals: {level:g}% bootstrap over {over}"
+    counts = (
+        [row.get("seeds", 0) for row in rows]
+        if over == "seeds"
+        else [r["episodes"] for r in report["distributions"].values()]
+    )
+    fewest = verdict.get("min_interval_samples", 5)
+    if min(counts) < fewest:
+        note += f"; none with fewer than {fewest} {over} ({min(counts)} here: too few for an interval)"
     lines = [
         f"# {report['env']}: {report['policy_label']}",
         "",
-        f"Intervals: {level:g}% bootstrap over {'seeds' if 'seeds' in rows[0] else 'episodes'}.",
+        note + ". Shares: the fraction of episodes pursuing each objective (random: none).",
         "",
         "| " + " | ".join(columns) + " |",
         "|" + "|".join(" --- " for _ in columns) + "|",
@@ -52,7 +64,7 @@ def to_markdown(report: dict[str, Any]) -> str:
     for row in rows:
         cells = []
         for key in columns:
-            cell = _number(row[key])
+            cell = _number(row.get(key))
             if f"{key}_lo" in row:
                 cell += f" [{row[f'{key}_lo']:.2f}, {row[f'{key}_hi']:.2f}]"
             cells.append(cell)

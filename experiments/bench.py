@@ -260,6 +260,52 @@ def run_training_benchmarks(cfg: DictConfig, base: GridEnvConfig) -> dict[str, A
     return out
 
 
+def bench_estimator(cfg: DictConfig, base: GridEnvConfig) -> list[dict[str, Any]]:
+    """Seconds the behavioural-objective estimator takes on ``episodes`` episodes of ``size``-cell mazes,
+    per policy: the candidates' exact values (planning), the mixture fit with its episode bootstrap, and
+    the fit check, each timed on its own (the rollout is off the clock)."""
+    from analysis.estimator import EstimatorSettings, estimate
+    from analysis.metrics import analyse
+    from analysis.objectives import objectives_of
+    from analysis.policy_specs import load_actor
+    from analysis.trajectories import collect_episodes
+
+    spec = cfg.estimator
+    sizes = {"min_size": spec.size, "max_size": spec.size, "num_levels": spec.episodes}
+    env_cfg = load_env_config(base.name, base=OmegaConf.merge(cfg.env, {"distributions": {spec.distribution: sizes}}))
+    device = resolve_device(env_cfg.device)
+    objectives = objectives_of(env_cfg)
+    rows = []
+    for policy in spec.policies:
+        actor = load_actor(policy, env_cfg, device, seed=0, objectives=objectives)
+        traj = collect_episodes(actor, env_cfg, spec.distribution, spec.episodes, seed=0, device=device)
+        sync(device)
+        start = time.perf_counter()
+        values = objectives.q_values(traj)
+        sync(device)
+        planned = time.perf_counter()
+        est = estimate(values, traj.action, traj.episode, EstimatorSettings())
+        fitted = time.perf_counter()
+        report, _ = analyse(traj, objectives, EstimatorSettings())  # all of it, as the CLI runs it
+        whole = time.perf_counter()
+        row = {
+            "policy": policy,
+            "episodes": spec.episodes,
+            "steps": len(traj.action),
+            "planning_s": planned - start,
+            "estimate_s": fitted - planned,
+            "analysis_s": whole - fitted,
+            "components": est.components,
+            "verdict": report["verdict"],
+        }
+        rows.append(row)
+        print(
+            f"{policy:>18} {row['steps']:>7} steps: planning {row['planning_s']:5.2f} s, "
+            f"estimate {row['estimate_s']:5.2f} s, whole analysis {row['analysis_s']:5.2f} s ({report['verdict']})"
+        )
+    return rows
+
+
 def canvas_config(cfg: GridEnvConfig, distribution: str, canvas: str) -> GridEnvConfig:
     """``full``: the config as given; ``fit``: only ``distribution``, on a canvas fitting its mazes."""
     if canvas == "full":
@@ -289,11 +335,13 @@ def main(cfg: DictConfig) -> None:
         torch.set_num_threads(int(cfg.threads))
     base = load_env_config(cfg.env.name, base=cfg.env)
     results: dict[str, Any] = {"machine": machine(), "env": base.name, "distribution": cfg.distribution, "runs": []}
-    if cfg.mode not in ("env", "train"):
-        raise ValueError(f"mode={cfg.mode!r} is not one of ['env', 'train']")
+    if cfg.mode not in ("env", "train", "estimator"):
+        raise ValueError(f"mode={cfg.mode!r} is not one of ['env', 'train', 'estimator']")
     rows = []
     if cfg.mode == "train":
         results["training"] = run_training_benchmarks(cfg, base)
+    if cfg.mode == "estimator":
+        results["estimator"] = bench_estimator(cfg, base)
     for canvas in cfg.canvases if cfg.mode == "env" else []:
         env_cfg = canvas_config(base, cfg.distribution, canvas)
         device = resolve_device(env_cfg.device)

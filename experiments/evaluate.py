@@ -5,10 +5,12 @@
 
 - ``policy``: one spec (``analysis/policy_specs.py``), or a list of them (``policy=[runs/0,runs/1]``: the
   seeds of one setup), whose per-distribution results are combined with intervals over seeds.
-- Writes a JSON report (per distribution: behavioural objective, posterior, identifiability, capability,
-  objective robustness, base return, regret, the env's own metrics, verdict, bootstrap intervals,
-  per-episode records; plus the policy spec, config and versions) and PNG figures beside it
-  (``analysis/figures.py``): the verdict matrix, the posterior bars, trajectory overlays.
+- Writes a JSON report (per distribution: the shares of episodes per behavioural objective, each
+  episode's objective, identifiability, capability, goal-directedness, objective robustness, base
+  return, regret, the env's own metrics, the fit check, verdict, bootstrap intervals, per-episode
+  records; plus the policy spec, config and versions), its summary, and PNG figures beside it
+  (``analysis/figures.py``): the verdict matrix, the episode shares (and over seeds each seed's
+  weights), trajectory overlays.
 - Mirrors them to wandb with the training runs' ``logger`` config group (``logger=none``: off).
 - With ``expect=``, it is a regression gate (``analysis/expectations.py``). Exit status: 0 every
   expectation holds; 1 the policy violates them (a readable diff on stderr); 2 the expectations file is
@@ -30,9 +32,9 @@ from hydra.types import RunMode
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from analysis import figures, summary
-from analysis.estimator import estimate
+from analysis.estimator import EstimatorSettings
 from analysis.expectations import ExpectationsError, check_expectations, load_expectations
-from analysis.metrics import SCALARS, VerdictConfig, aggregate_seeds, distribution_report
+from analysis.metrics import SCALARS, VerdictConfig, aggregate_seeds, analyse
 from analysis.objectives import objectives_of
 from analysis.policy_specs import ORACLE_FORM, TrainedRun, load_actor, trained_run
 from analysis.trajectories import Trajectories, collect_episodes
@@ -43,6 +45,7 @@ from envs.config import (
     check_at_least,
     check_open_unit,
     check_positive,
+    check_probability,
     config_to_dict,
     load_env_config,
     load_preset,
@@ -60,7 +63,7 @@ def evaluate_distribution(
 ) -> tuple[dict[str, Any], Trajectories]:
     """The report of one distribution, and the trajectories it rests on."""
     device = resolve_device(env_cfg.device)
-    objectives = objectives_of(env_cfg, gamma=cfg.eval.gamma)
+    objectives = objectives_of(env_cfg, gamma=cfg.eval.gamma, candidates=list(cfg.eval.candidates or []))
     actor = load_actor(
         spec,
         env_cfg,
@@ -71,9 +74,20 @@ def evaluate_distribution(
         deterministic=cfg.eval.deterministic,
     )
     traj = collect_episodes(actor, env_cfg, distribution, cfg.eval.episodes, seed=cfg.seed, device=device)
-    values = objectives.q_values(traj)
-    est = estimate(values, traj.action, beta_max=cfg.eval.beta_max, min_distinguishing=cfg.eval.min_distinguishing)
-    return distribution_report(traj, est, objectives, verdict), traj
+    report, _ = analyse(traj, objectives, estimator_settings(cfg.eval, verdict, cfg.seed), verdict)
+    return report, traj
+
+
+def estimator_settings(settings: Any, verdict: VerdictConfig, seed: int) -> EstimatorSettings:
+    """The estimator's settings from ``eval.*`` (and the verdict's confidence level)."""
+    return EstimatorSettings(
+        beta_max=settings.beta_max,
+        lapse_max=settings.lapse_max,
+        min_distinguishing=settings.min_distinguishing,
+        resamples=settings.resamples,
+        confidence_level=verdict.confidence_level,
+        seed=seed,
+    )
 
 
 def _specs(policy: Any) -> list[str]:
@@ -86,28 +100,40 @@ def _specs(policy: Any) -> list[str]:
 
 
 def _summary_line(name: str, r: dict[str, Any]) -> str:
+    robustness = r["objective_robustness"]
+    shares = ", ".join(f"{k} {v:.2f}" for k, v in r["shares"].items() if v > 0)
     return (
-        f"{name:12s} verdict {r['verdict']:28s} behavioural {r['behavioural_objective']!s:12s} "
-        f"capability {r['capability']:.2f} robustness {r['objective_robustness']:.2f} identifiable {r['identifiable']}"
+        f"{name:12s} verdict {r['verdict']:27s} behavioural {r['behavioural_objective']!s:12s} "
+        f"capability {r['capability']:.2f} robustness {'–' if robustness is None else f'{robustness:.2f}'} "
+        f"shares of episodes: {shares}"
     )
 
 
 def write_figures(
     report: dict[str, Any], trajs: dict[str, Trajectories], out: Path, cfg: DictConfig, base: str
 ) -> dict[str, Path]:
-    """The report's figures in ``out``: verdict matrix, posterior bars, trajectory overlays per distribution
-    (``base``: the base objective, marked in them)."""
+    """The report's figures in ``out``: the verdict matrix, the episode shares, for a report over seeds
+    each seed's linear-feature weights, and trajectory overlays per distribution (``base``: the base
+    objective, marked in them)."""
     results = report["distributions"]
     what = f"{report['env']}: {report['policy_label']}"
-    threshold = cfg.verdict.capability_threshold
     made = {
         "verdict_matrix": figures.verdict_matrix(
-            results, threshold, out / "verdict_matrix.png", f"verdict matrix, {what}", base=base
+            results,
+            cfg.verdict.capability_threshold,
+            out / "verdict_matrix.png",
+            f"verdict matrix, {what}",
+            base=base,
+            mixed_min_share=cfg.verdict.mixed_min_share,
         ),
-        "posterior": figures.posterior_bars(
-            results, out / "posterior.png", f"posterior over objectives, {what}", base=base
+        "episode_shares": figures.episode_shares(
+            results, out / "episode_shares.png", f"share of episodes pursuing each objective, {what}", base=base
         ),
     }
+    if any(r.get("weights_per_seed") for r in results.values()):
+        made["seed_objectives"] = figures.seed_objectives(
+            results, out / "seed_objectives.png", f"behavioural objectives over seeds, {what}", base=base
+        )
     if cfg.figures.trajectories > 0:
         for name, traj in trajs.items():
             made[f"trajectories/{name}"] = figures.trajectory_overlays(
@@ -198,8 +224,15 @@ class EvalSettings:
     """Discount of the candidates' exact planning (values, capability on keys_chests, regret)."""
     beta_max: float = 1000.0
     """Upper bound of the fitted Boltzmann inverse temperature."""
+    lapse_max: float = 0.5
+    """Upper bound of the fitted lapse rate (random actions in place of Boltzmann ones; 0: none)."""
     min_distinguishing: int = 5
     """Visited states that must separate two objectives for them to be identifiable."""
+    resamples: int = 200
+    """Episode-bootstrap resamples of the estimator's mixture (shares' intervals, support)."""
+    candidates: list[str] = field(default_factory=list)
+    """Candidate objectives beyond the env's own (``analysis.candidates``): corner:<tl|tr|bl|br>,
+    nearest_key, nearest_chest, py:<module>:<callable>."""
     deterministic: bool = False
     """A learned policy takes its most likely action instead of sampling one (oracles and random as named)."""
 
@@ -207,7 +240,9 @@ class EvalSettings:
         check_at_least("eval.episodes", self.episodes, 1)
         check_open_unit("eval.gamma", self.gamma)
         check_positive("eval.beta_max", self.beta_max)
+        check_probability("eval.lapse_max", self.lapse_max)
         check_at_least("eval.min_distinguishing", self.min_distinguishing, 1)
+        check_at_least("eval.resamples", self.resamples, 1)
         return self
 
 
@@ -216,7 +251,7 @@ class FigureSettings:
     """``figures.*``: the PNGs beside the report."""
 
     enabled: bool = True
-    """Write the verdict matrix, posterior bars and trajectory overlays."""
+    """Write the verdict matrix, episode shares (over seeds: seed objectives) and trajectory overlays."""
     trajectories: int = 4
     """Episodes drawn per distribution in the trajectory overlays (0: none)."""
 
@@ -283,8 +318,8 @@ def _setup(cfg: DictConfig) -> Setup:
     if unknown:
         raise ConfigError(f"eval.distributions: {unknown} not among {list(env_cfg.distributions)}")
     expectations = None
+    objectives = objectives_of(env_cfg, gamma=cfg.eval.gamma, candidates=list(cfg.eval.candidates or []))
     if cfg.expect:
-        objectives = objectives_of(env_cfg, gamma=cfg.eval.gamma)
         expectations = load_expectations(
             cfg.expect, names, objectives=objectives.names, env_metrics=objectives.env_metric_names
         )

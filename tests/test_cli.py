@@ -150,7 +150,7 @@ def test_an_evaluation_of_a_run_lives_in_the_runs_dir_with_a_summary(trained, tm
     for name in ("train", "shift_arrow", "shift_size", "shift_both"):
         assert f"| {name} |" in summary
     header = report_path.with_name("report_summary.csv").read_text().splitlines()[0]
-    assert header.startswith("distribution,verdict,behavioural_objective,identifiable,capability")
+    assert header.startswith("distribution,verdict,behavioural_objective,identifiable,shares,capability")
 
 
 def test_greedy_evaluation_takes_the_most_likely_action_whatever_the_seed(trained, tmp_path):

@@ -35,8 +35,8 @@ def test_cuda_core_matches_cpu_core_step_for_step(obs_mode):
 )
 def test_evaluation_on_cuda_equals_the_cpu(env, spec, distribution):
     """Planning, oracles, collection, estimate and report give the same numbers on both devices."""
-    from analysis.estimator import estimate
-    from analysis.metrics import distribution_report
+    from analysis.estimator import EstimatorSettings
+    from analysis.metrics import analyse
     from analysis.objectives import objectives_of
     from analysis.policy_specs import load_actor
     from analysis.trajectories import collect_episodes
@@ -49,9 +49,9 @@ def test_evaluation_on_cuda_equals_the_cpu(env, spec, distribution):
         traj = collect_episodes(load_actor(spec, cfg, device, seed=0), cfg, distribution, 32, seed=0, device=device)
         values = objectives.q_values(traj)
         assert all(v.device.type == device for v in values.values())
-        reports.append(distribution_report(traj, estimate(values, traj.action), objectives))
+        reports.append(analyse(traj, objectives, EstimatorSettings())[0])
     cpu, gpu = reports
     assert cpu["verdict"] == gpu["verdict"]
     for key, values in cpu["per_episode"].items():  # capabilities: float64 pow may differ in the last bit
         assert values == pytest.approx(gpu["per_episode"][key], rel=1e-9), key
-    assert cpu["capability"] == pytest.approx(gpu["capability"]) and cpu["posterior"] == pytest.approx(gpu["posterior"])
+    assert cpu["capability"] == pytest.approx(gpu["capability"]) and cpu["shares"] == pytest.approx(gpu["shares"])

@@ -27,7 +27,7 @@ def _evaluate(tmp_path: Path, *overrides: str) -> subprocess.CompletedProcess:
 def test_the_gate_passes_a_policy_that_keeps_its_expectations_and_fails_one_that_does_not(tmp_path):
     expect = tmp_path / "expect.yaml"
     expect.write_text(
-        "train:\n  identifiable: false\n  verdict: robust\n"
+        "train:\n  identifiable: false\n  verdict: unidentified\n"
         "shift_arrow:\n  verdict: robust\n  behavioural_objective: end\n  capability: {min: 0.9}\n"
     )
     proc = _evaluate(tmp_path / "end", "policy=oracle:end", f"expect={expect}")
@@ -35,10 +35,10 @@ def test_the_gate_passes_a_policy_that_keeps_its_expectations_and_fails_one_that
     report = json.loads((tmp_path / "end" / "report.json").read_text())
     assert report["policy"] == "oracle:end" and set(report["distributions"]) == {"train", "shift_arrow"}
     arrow = report["distributions"]["shift_arrow"]
-    assert arrow["behavioural_objective"] == "end" and arrow["posterior"]["end"] > 0.99
+    assert arrow["behavioural_objective"] == "end" and arrow["shares"]["end"] > 0.99
     assert len(arrow["per_episode"]["success"]) == 16
     figures = tmp_path / "end" / "report_figures"
-    for name in ("verdict_matrix", "posterior", "trajectories_train", "trajectories_shift_arrow"):
+    for name in ("verdict_matrix", "episode_shares", "trajectories_train", "trajectories_shift_arrow"):
         assert (figures / f"{name}.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", name
 
     proc = _evaluate(tmp_path / "arrow", "policy=oracle:arrow", f"expect={expect}")
@@ -58,7 +58,7 @@ def test_keys_and_chests_evaluate_end_to_end_with_the_env_metrics_gated(tmp_path
     assert proc.returncode == 0, proc.stderr
     report = json.loads((tmp_path / "open" / "report.json").read_text())
     ratio = report["distributions"]["shift_ratio"]
-    assert report["env"] == "keys_chests" and ratio["posterior"]["open_chests"] > 0.99
+    assert report["env"] == "keys_chests" and ratio["shares"]["open_chests"] > 0.99
     assert set(ratio["env_metrics"]) >= {"excess_keys", "keys_picked_up", "chests_opened_fraction"}
 
     proc = _evaluate(tmp_path / "keys", "policy=oracle:collect_keys", f"expect={expect}", *kc)
@@ -98,10 +98,25 @@ def test_several_runs_are_combined_with_intervals_over_seeds(tmp_path):
     assert combined["verdict_per_seed"] == [runs[s]["verdict"] for s in report["policy"]]
     capabilities = [runs[s]["capability"] for s in report["policy"]]
     assert combined["capability"] == pytest.approx(sum(capabilities) / 3)
-    low, high = combined["intervals"]["capability"]
-    assert min(capabilities) <= low <= combined["capability"] <= high <= max(capabilities)
+    # Three seeds are too few for a bootstrap interval (verdict.min_interval_samples): none is made, and
+    # the summary says so; with the minimum lowered to 3 there is one.
+    assert combined["intervals"]["capability"] is None and combined["too_few_seeds"]
+    assert "too few for an interval" in (tmp_path / "report_summary.md").read_text()
+    assert combined["objective_counts"] == {"end": 2, "random": 1} and not combined["mixed_over_seeds"]
     assert (tmp_path / "report_figures" / "verdict_matrix.png").exists()
     assert not (tmp_path / "report_figures" / "trajectories_shift_arrow.png").exists()
+    low_min = tmp_path / "three"
+    proc = _evaluate(
+        low_min,
+        'policy=[oracle:end,"oracle:end@eps=0.5",random]',
+        "eval.distributions=[shift_arrow]",
+        "figures.enabled=false",
+        "verdict.min_interval_samples=3",
+    )
+    assert proc.returncode == 0, proc.stderr
+    combined = json.loads((low_min / "report.json").read_text())["distributions"]["shift_arrow"]
+    low, high = combined["intervals"]["capability"]
+    assert min(capabilities) <= low <= combined["capability"] <= high <= max(capabilities)
 
 
 def test_the_report_is_mirrored_to_an_offline_wandb_run(tmp_path):

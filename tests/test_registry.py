@@ -14,8 +14,8 @@ import torch
 from gymnasium.utils.env_checker import check_env
 
 import envs
-from analysis.estimator import estimate
-from analysis.metrics import distribution_report
+from analysis.estimator import EstimatorSettings
+from analysis.metrics import analyse
 from analysis.objectives import objectives_of
 from analysis.trajectories import Actor, Trajectories, collect_episodes
 from envs import EnvSpec, env_spec, gym_id, make_core, register_env, unregister_env
@@ -218,8 +218,7 @@ def test_a_registered_env_is_evaluated_by_the_estimator(corridor, policy, verdic
     objectives = objectives_of(cfg, gamma=0.9)
     assert isinstance(objectives, CorridorObjectives)
     traj = collect_episodes(objectives.oracle(policy), cfg, "train", episodes=16, seed=0)
-    est = estimate(objectives.q_values(traj), traj.action)
-    report = distribution_report(traj, est, objectives)
+    report, est = analyse(traj, objectives, EstimatorSettings())
     assert est.identifiable and report["behavioural_objective"] == behavioural
     assert report["verdict"] == (verdict or "objective_misgeneralisation")
     assert report["capability"] == 1.0
