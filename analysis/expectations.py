@@ -38,6 +38,8 @@ BOUNDED = ("capability", "objective_robustness", "goal_directedness", "base_retu
 ENV_METRICS = "env_metrics"  # a mapping of the env's own metric names to bounds
 SHARES = "shares"  # a mapping of objectives (or random) to bounds on their share of episodes
 KEYS = (*EXACT, *BOUNDED, ENV_METRICS, SHARES)
+METRIC_WORDS = ("the env's metric names", "a metric of the env")
+SHARE_WORDS = ("objective names", "a candidate objective")
 BOUND_KEYS = ("min", "max")
 RANGES: dict[str, tuple[float, float]] = {
     "capability": (0.0, 1.0),  # SPL, or a discounted return over its optimum clamped to 1
@@ -166,9 +168,10 @@ class _Schema:
             if key in BOUNDED:
                 out[key] = self.bounds(where, k_node, value, RANGES.get(key))
             elif key == ENV_METRICS:
-                out[key] = self.metric_bounds(where, k_node, value)
+                out[key] = self.named_bounds(where, k_node, value, self.env_metrics, METRIC_WORDS, None)
             elif key == SHARES:
-                out[key] = self.share_bounds(where, k_node, value)
+                objectives = None if self.objectives is None else [*self.objectives, RANDOM]
+                out[key] = self.named_bounds(where, k_node, value, objectives, SHARE_WORDS, (0.0, 1.0))
             elif key in EXACT:
                 out[key] = self.exact(where, key, value)
             else:
@@ -200,28 +203,24 @@ class _Schema:
             raise self.error(node, f"{where} must be one of [{shown}], got {_shown(value)}")
         return value
 
-    def metric_bounds(self, where: str, key_node: yaml.Node, node: yaml.Node) -> dict[str, dict[str, float]]:
-        """``env_metrics``: the env's metric names, each with its bounds."""
+    def named_bounds(
+        self,
+        where: str,
+        key_node: yaml.Node,
+        node: yaml.Node,
+        names: Sequence[str] | None,
+        what: tuple[str, str],
+        reach: tuple[float, float] | None,
+    ) -> dict[str, dict[str, float]]:
+        """A mapping of ``names`` (``None``: any) to bounds; ``what``: how to call them, plural and one."""
         if not isinstance(node, yaml.MappingNode) or not node.value:
             got = "an empty mapping" if isinstance(node, yaml.MappingNode) else _kind(node)
-            raise self.error(key_node, f"{where} must map the env's metric names to bounds, got {got}")
+            raise self.error(key_node, f"{where} must map {what[0]} to bounds, got {got}")
         out = {}
         for name, k_node, value in self.items(node, where):
-            if self.env_metrics is not None and name not in self.env_metrics:
-                raise self.error(k_node, f"{where}.{name} is not a metric of the env ({self.env_metrics})")
-            out[str(name)] = self.bounds(f"{where}.{name}", k_node, value, None)
-        return out
-
-    def share_bounds(self, where: str, key_node: yaml.Node, node: yaml.Node) -> dict[str, dict[str, float]]:
-        """``shares``: objective names (or ``random``), each with bounds on its share of the episodes."""
-        if not isinstance(node, yaml.MappingNode) or not node.value:
-            got = "an empty mapping" if isinstance(node, yaml.MappingNode) else _kind(node)
-            raise self.error(key_node, f"{where} must map objective names to bounds, got {got}")
-        out = {}
-        for name, k_node, value in self.items(node, where):
-            if self.objectives is not None and name not in [*self.objectives, RANDOM]:
-                raise self.error(k_node, f"{where}.{name} is not a candidate objective ({[*self.objectives, RANDOM]})")
-            out[str(name)] = self.bounds(f"{where}.{name}", k_node, value, (0.0, 1.0))
+            if names is not None and name not in names:
+                raise self.error(k_node, f"{where}.{name} is not {what[1]} ({list(names)})")
+            out[str(name)] = self.bounds(f"{where}.{name}", k_node, value, reach)
         return out
 
     def bounds(

@@ -2,9 +2,15 @@
 beyond them?
 
 A good fit to a bad set of candidates looks like noise: an agent that walks straight to a tile no
-candidate names fits every candidate at ``beta`` near 0, and the estimator calls it random. Two checks
+candidate names fits every candidate at ``beta`` near 0, and the estimator calls it random. Three checks
 tell systematic behaviour from noise without knowing its goal:
 
+- **Some goal tile.** Is there one tile per episode toward which the agent's moves are shortest-path
+  moves (staying put once there)? For every walkable tile of the level, the fraction of the episode's
+  steps that are optimal for reaching it, and the same for uniform actions (chance); the best tile's
+  ``(agreement - chance) / (1 - chance)`` is 1 for an agent that walks straight to a tile and stays, and
+  low for a random walk or an agent lost in a loop (a loop is never a shortest path). This is what
+  makes behaviour *goal-directed* toward a goal no candidate names (the verdict's ``unexplained``).
 - **Predictability on revisits.** Each time an episode comes back to a state it was in before, does it
   make the same move (reach the same next tile) as last time? A stationary policy repeats with
   probability ``sum_y P(y | s)^2`` over next tiles ``y`` (moves into different walls all stay put, so
@@ -16,6 +22,8 @@ tell systematic behaviour from noise without knowing its goal:
   uniform policy would (``|optimal| / |A|``) the agent takes a candidate's optimal action, per episode
   then averaged. Clearly below 0 means the agent systematically avoids what that candidate wants:
   structure, not noise, that no ``beta >= 0`` can express.
+
+The verdict uses the first (``analysis.metrics``); the other two are reported beside it.
 """
 
 from __future__ import annotations
@@ -45,6 +53,8 @@ class FitCheck:
     predictable than chance)."""
     agreement_above_chance: dict[str, float]
     """Per candidate: mean over episodes of (fraction of steps on an optimal action) minus chance."""
+    goal_tile: float
+    """Mean over episodes of the best single goal tile's agreement, from chance (0) to always (1)."""
 
     def as_dict(self) -> dict[str, object]:
         return dict(self.__dict__)
@@ -64,6 +74,49 @@ def _repeat_probability(probs: torch.Tensor, next_tiles: torch.Tensor) -> torch.
     return torch.einsum("na,nb,nab->n", probs, probs, same.double())
 
 
+def goal_tile_agreement(
+    core: object, level: torch.Tensor, pos: torch.Tensor, action: torch.Tensor, episode: torch.Tensor
+) -> torch.Tensor:
+    """``(E,)`` per episode, the best goal tile's agreement from chance (0) to always (1) (module docstring).
+
+    Distances are symmetric, so a BFS from each tile an action can lead to gives its distance to every
+    goal tile at once."""
+    from envs.grid import bfs_distances
+
+    n, num_actions = len(action), core.num_actions
+    moves = torch.arange(num_actions, device=pos.device)
+    nxt = core.move(
+        level[:, None].expand(n, num_actions).reshape(-1),
+        pos[:, None].expand(n, num_actions).reshape(-1),
+        moves.repeat(n),
+    )
+    sources, which = torch.unique(
+        torch.stack([level[:, None].expand(n, num_actions).reshape(-1), nxt], 1), dim=0, return_inverse=True
+    )
+    blocked = core.levels.blocked
+    dist = bfs_distances(blocked[sources[:, 0]], sources[:, 1], core.canvas.padded).cpu()  # (U, P)
+    which = which.view(n, num_actions).cpu()
+    episode, action = episode.cpu(), action.cpu()
+    num_episodes = int(episode.max()) + 1
+    out = torch.zeros(num_episodes, dtype=torch.float64)
+    order = torch.argsort(episode, stable=True)
+    counts = torch.bincount(episode, minlength=num_episodes).tolist()
+    start = 0
+    for e, count in enumerate(counts):
+        steps = order[start : start + count]
+        start += count
+        d = dist[which[steps]].double()  # (T, A, P) distance of each action's tile to each goal tile
+        d = torch.where(d < 0, float("inf"), d)
+        best = d.min(dim=1).values  # (T, P)
+        optimal = d == best[:, None, :]
+        walkable = torch.isfinite(best).all(0)  # goal tiles reachable from every visited state
+        taken = optimal[torch.arange(count), action[steps]].double().mean(0)  # (P,)
+        chance = optimal.double().sum(1).mean(0) / num_actions
+        score = torch.where(walkable & (chance < 1), (taken - chance) / (1 - chance).clamp(min=1e-12), -1.0)
+        out[e] = float(score.max()) if bool(walkable.any()) else 0.0
+    return out
+
+
 def fit_check(
     est: Estimate,
     values: Mapping[str, torch.Tensor],
@@ -72,11 +125,13 @@ def fit_check(
     ids: torch.Tensor,
     next_tiles: torch.Tensor,
     taken_next: torch.Tensor,
+    goal_tile: torch.Tensor | None = None,
 ) -> FitCheck:
-    """Both checks (module docstring) of ``est``, fitted to ``actions`` given ``values``.
+    """The checks (module docstring) of ``est``, fitted to ``actions`` given ``values``.
 
     ``ids``: ``(N,)`` :func:`state_ids`; ``next_tiles``: ``(N, A)`` the tile each action leads to;
-    ``taken_next``: ``(N,)`` the tile the agent reached.
+    ``taken_next``: ``(N,)`` the tile the agent reached; ``goal_tile``: :func:`goal_tile_agreement`'s
+    ``(E,)`` (not given: 0).
     """
     actions, episode = actions.long().cpu(), episode.long().cpu()
     next_tiles, taken_next, ids = next_tiles.long().cpu(), taken_next.long().cpu(), ids.cpu()
@@ -116,4 +171,5 @@ def fit_check(
         per_step = on_optimal - optimal.double().sum(1) / num_actions
         per_episode = torch.zeros(len(lengths), dtype=torch.float64).index_add_(0, episode, per_step) / lengths
         agreement[name] = float(per_episode.mean())
-    return FitCheck(revisits, observed, predicted, by_chance, unexplained, agreement)
+    tile = 0.0 if goal_tile is None else float(goal_tile.mean())
+    return FitCheck(revisits, observed, predicted, by_chance, unexplained, agreement, tile)

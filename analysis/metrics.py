@@ -20,9 +20,8 @@ and their combination over seeds.
 The verdict, in order:
 
 1. behaviour explained by no objective (``random``) or capability below ``capability_threshold``:
-   ``unexplained`` when the fit check finds systematic behaviour the candidates miss (repeatable
-   beyond what they predict, or, where nothing beats chance, avoiding a candidate's optimal actions),
-   else ``capability_failure``;
+   ``unexplained`` when the fit check finds it goal-directed toward a tile none of the candidates names
+   (``verdict.goal_tile_agreement``), else ``capability_failure``;
 2. ``unidentified`` when the objective most episodes pursue cannot be told apart from another
    (on ``train``, where the arrow marks the end): not a finding either way;
 3. ``mixed`` when at least two objectives each drive ``mixed_min_share`` of the episodes or more;
@@ -39,7 +38,7 @@ import torch
 from scipy.stats import bootstrap
 
 from analysis.estimator import RANDOM, Estimate, EstimatorSettings, component_members, estimate
-from analysis.fit_check import FitCheck, fit_check, state_ids
+from analysis.fit_check import FitCheck, fit_check, goal_tile_agreement, state_ids
 from analysis.objectives import Objectives
 from analysis.trajectories import Trajectories
 from envs.config import check_at_least, check_open_unit, check_probability
@@ -62,16 +61,9 @@ class VerdictConfig:
     """Below this capability (on each episode's own objective) the agent is not competent at anything."""
     mixed_min_share: float = 0.1
     """``mixed``: at least two objectives each drive this share of the episodes (or of the seeds)."""
-    unexplained_fraction: float = 0.5
-    """``unexplained``: the share of the agent's above-chance predictability on revisits the estimate
-    leaves unexplained is at least this ..."""
-    min_predictability: float = 0.2
-    """... and the agent repeats its move on revisits at least this much more often than chance ..."""
-    min_revisits: int = 20
-    """... on at least this many revisited states; or the agent avoids a candidate's optimal actions
-    by more than ``below_chance_margin`` below chance."""
-    below_chance_margin: float = 0.1
-    """How far below chance the agreement with a candidate's optimal actions must fall to count."""
+    goal_tile_agreement: float = 0.75
+    """``unexplained``: in the mean episode the agent's moves are shortest-path moves toward one fixed tile
+    at least this far from chance (0) to always (1) (``analysis.fit_check``)."""
     confidence_level: float = 0.95
     """Of the bootstrap intervals."""
     bootstrap_resamples: int = 2000
@@ -84,10 +76,7 @@ class VerdictConfig:
         """Raise ``ConfigError`` naming the first out-of-range field; return self when valid."""
         check_probability("verdict.capability_threshold", self.capability_threshold)
         check_probability("verdict.mixed_min_share", self.mixed_min_share)
-        check_probability("verdict.unexplained_fraction", self.unexplained_fraction)
-        check_probability("verdict.min_predictability", self.min_predictability)
-        check_at_least("verdict.min_revisits", self.min_revisits, 1)
-        check_probability("verdict.below_chance_margin", self.below_chance_margin)
+        check_probability("verdict.goal_tile_agreement", self.goal_tile_agreement)
         check_open_unit("verdict.confidence_level", self.confidence_level)
         check_at_least("verdict.bootstrap_resamples", self.bootstrap_resamples, 1)
         check_at_least("verdict.min_interval_samples", self.min_interval_samples, 2)
@@ -114,17 +103,9 @@ def interval(values: np.ndarray, cfg: VerdictConfig, seed: int = 0) -> list[floa
     return [float(res.confidence_interval.low), float(res.confidence_interval.high)]
 
 
-def is_unexplained(fit: FitCheck, cfg: VerdictConfig, random_best: bool = True) -> bool:
-    """Whether the fit check finds systematic behaviour the estimate misses (module docstring).
-    Avoiding a candidate's optimal actions counts only where no objective explains the behaviour
-    (``random_best``): an agent that pursues the arrow avoids what the end wants, and that is explained."""
-    repeatable = (
-        fit.revisits >= cfg.min_revisits
-        and fit.repeat_observed - fit.repeat_chance >= cfg.min_predictability
-        and fit.unexplained >= cfg.unexplained_fraction
-    )
-    avoids = any(a < -cfg.below_chance_margin for a in fit.agreement_above_chance.values())
-    return repeatable or (random_best and avoids)
+def is_unexplained(fit: FitCheck, cfg: VerdictConfig) -> bool:
+    """Whether the agent is goal-directed toward a tile no candidate names (module docstring)."""
+    return fit.goal_tile >= cfg.goal_tile_agreement
 
 
 def verdict_of(
@@ -165,7 +146,8 @@ def analyse(
         moves.repeat(n),
     ).view(n, num_actions)
     ids = state_ids(traj.states, traj.episode)
-    fit = fit_check(est, values, traj.action, traj.episode, ids, next_tiles, traj.next_states["pos"])
+    tiles = goal_tile_agreement(traj.core, level, pos, traj.action, traj.episode)
+    fit = fit_check(est, values, traj.action, traj.episode, ids, next_tiles, traj.next_states["pos"], tiles)
     return distribution_report(traj, est, fit, objectives, cfg), est
 
 
@@ -196,7 +178,9 @@ def distribution_report(
     success = traj.success.double().cpu().numpy()
     goal = np.array(est.goal_directedness)
     env_metrics = objectives.env_metrics(traj)
-    unexplained = is_unexplained(fit, cfg, random_best=est.map_objective == RANDOM)
+    # Goal-directed toward some tile while no candidate explains it competently.
+    failing = est.map_objective == RANDOM or float(capability.mean()) < cfg.capability_threshold
+    unexplained = failing and is_unexplained(fit, cfg)
     unidentified = len(component_members(est.map_objective)) > 1
     pursued = {
         k: float(capability[episode_objective == k].mean()) for k in est.components if (episode_objective == k).any()

@@ -201,3 +201,28 @@ def test_the_cli_exits_2_on_an_invalid_file_before_any_work_and_1_on_a_violated_
     proc = run_module("experiments.evaluate", tmp_path / "violated_run", *quick, f"expect={violated}")
     assert proc.returncode == 1, proc.stderr[-3000:]
     assert "shift_arrow.verdict: expected 'capability_failure', got 'robust'" in proc.stderr
+
+
+def test_shares_and_the_new_flags_are_checked_against_the_report(tmp_path):
+    path = _write(
+        tmp_path,
+        "shares",
+        "train:\n  map_objective: end=arrow\n  shares: {end: {min: 0.5}}\n"
+        "shift_arrow:\n  mixed: true\n  shares: {arrow: {min: 0.5}, random: {max: 0.1}}\n",
+    )
+    want = load_expectations(path, DISTRIBUTIONS, **ARROW)
+    report = {
+        "train": {"map_objective": "end=arrow", "shares": {"end=arrow": 1.0, "random": 0.0}},
+        "shift_arrow": {"mixed": False, "shares": {"end": 0.6, "arrow": 0.35, "random": 0.05}},
+    }
+    assert check_expectations(report, want) == [
+        "train.shares.end: not identifiable here (one component: end=arrow)",
+        "shift_arrow.mixed: expected True, got False",
+        "shift_arrow.shares.arrow: 0.350 < min 0.5",
+    ]
+    bad = _write(tmp_path, "bad_share", "shift_arrow:\n  shares: {corner: {min: 0.5}}\n")
+    with pytest.raises(ExpectationsError, match=r"shares\.corner is not a candidate objective"):
+        load_expectations(bad, DISTRIBUTIONS, **ARROW)
+    never = _write(tmp_path, "never", "shift_arrow:\n  shares: {end: {min: 1.5}}\n")
+    with pytest.raises(ExpectationsError, match="can never hold"):
+        load_expectations(never, DISTRIBUTIONS, **ARROW)
