@@ -42,11 +42,11 @@ class FitCheck:
 
     revisits: int
     """Steps in a state its episode was in before (each compared with the previous visit)."""
-    repeat_observed: float
-    """Fraction of those where the agent reached the same next tile as at the previous visit."""
-    repeat_model: float
+    repeat_observed: float | None
+    """Fraction of those where the agent reached the same next tile as at the previous visit (None: no revisits)."""
+    repeat_model: float | None
     """What the fitted model predicts for that fraction."""
-    repeat_chance: float
+    repeat_chance: float | None
     """What uniform actions would give."""
     unexplained: float
     """``(observed - model) / (observed - chance)`` clipped to [0, 1] (0 when the agent is no more
@@ -158,10 +158,10 @@ def fit_check(
     if revisits:
         observed = float((taken_next[later] == taken_next[earlier]).double().mean())
         predicted, by_chance = float(model[later].mean()), float(chance[later].mean())
-    else:
-        observed = predicted = by_chance = float("nan")
-    excess = observed - by_chance
-    unexplained = min(max((observed - predicted) / excess, 0.0), 1.0) if revisits and excess > 1e-9 else 0.0
+    else:  # nothing to compare (None, not NaN, so that the report stays valid JSON)
+        observed = predicted = by_chance = None
+    excess = observed - by_chance if revisits else 0.0
+    unexplained = min(max((observed - predicted) / excess, 0.0), 1.0) if excess > 1e-9 else 0.0
 
     lengths = torch.bincount(episode).double()
     agreement = {}

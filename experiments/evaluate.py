@@ -146,7 +146,7 @@ def log_report(logger: RunLogger, report: dict[str, Any], images: dict[str, Path
     """Mirror the report to the run logger: scalars per distribution, a summary table, one table of
     episodes per distribution, the figures."""
     results = report["distributions"]
-    scalars = {f"eval/{d}/{k}": r[k] for d, r in results.items() for k in SCALARS}
+    scalars = {f"eval/{d}/{k}": r[k] for d, r in results.items() for k in SCALARS if r[k] is not None}
     scalars.update({f"eval/{d}/{k}": v for d, r in results.items() for k, v in r["env_metrics"].items()})
     logger.log(scalars, step=0)
     columns = ["distribution", "verdict", "behavioural_objective", "identifiable", *SCALARS]
