@@ -325,6 +325,8 @@ def make_candidates(
         candidate = _one(spec, env_cfg, gamma)
         if candidate.name in taken:
             raise _error(spec, f"names its candidate {candidate.name!r}, already one of the env's {list(taken)}")
+        if candidate.name == "random" or "=" in candidate.name:  # the estimator's chance and group names
+            raise _error(spec, f"names its candidate {candidate.name!r}: 'random' and names with '=' are reserved")
         if candidate.name in names:
             raise _error(spec, f"names its candidate {candidate.name!r}, as an earlier entry does")
         names |= {spec, candidate.name}

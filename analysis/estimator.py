@@ -54,6 +54,7 @@ GROUP_SEPARATOR = "="
 """Joins the names of candidates that the data cannot tell apart into one component (``end=arrow``)."""
 
 _CHUNK = 8192  # steps per tabulation chunk
+_TIE = 1e-9  # grid points that fit equally well (a flat Q): the lowest beta and lapse win
 _LAPSES = (0.0, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.35, 0.5)
 
 
@@ -111,7 +112,7 @@ class Estimate:
     episode_probability: list[float]
     """Per episode: the probability of that component given the episode."""
     episode_log_likelihood: dict[str, list[float]]
-    """Per component considered, per episode: the log-likelihood of its actions (at the component's fit)."""
+    """Per kept component, per episode: the log-likelihood of its actions (at the component's fit)."""
     episode_ambiguous: list[bool]
     """Per episode: its own states do not separate its component from another objective's."""
     map_objective: str
@@ -124,12 +125,12 @@ class Estimate:
     identifiable: bool
     """Every pair of candidates predicts differently on enough visited states."""
     distinguishing_states: dict[str, int]
-    """Per pair ``"g|h"``: visited states where the optimal actions of g and h differ."""
+    """Per pair ``"g|h"``: steps (visits, repeats counted) whose state has different optimal actions for g and h."""
     groups: dict[str, list[str]]
     """Component name -> the candidates it stands for."""
     evidence: dict[str, float]
-    """BIC (episodes as the sample size; higher is better) of the selected model and of each
-    single-objective model (``"<g>+random"``, ``random``)."""
+    """BIC (episodes as the sample size; higher is better) of the selected model (``model``) and of the
+    simpler ones: each objective alone (``"<g>"``), with random episodes (``"<g>+random"``), ``random``."""
     weights: dict[str, float]
     """Linear-feature variant: the weight of each candidate's values in the best-fitting ``Q_w``."""
     goal_directedness: list[float]
@@ -219,13 +220,13 @@ def _em(
     ``table``: ``(C, E, G)`` per objective component, episode and grid point; ``random_ll``: ``(E,)``.
     The M-step maximises over the grid, so every iteration raises the likelihood (generalised EM).
     """
-    reps, num_episodes = counts.shape
+    reps = counts.shape[0]
     sub = table[active]  # (K', E, G)
     k = len(active) + int(with_random)
     if start is None:
-        # Start from each candidate fitted to every episode, each episode weighted equally.
-        lengths = counts.new_ones(num_episodes)
-        theta = (sub / lengths[None, :, None]).sum(1).argmax(1)[None].expand(reps, -1).clone()
+        # Start from each candidate fitted to every step.
+        theta = (sub.sum(1) - _TIE * torch.arange(sub.shape[2], dtype=torch.float64)).argmax(1)
+        theta = theta[None].expand(reps, -1).clone()
         log_shares = torch.full((reps, k), -np.log(k), dtype=torch.float64)
     else:
         theta, log_shares = start[0].clone(), start[1].clone()
@@ -244,7 +245,7 @@ def _em(
         if active:
             # (K', R, E) @ (K', E, G) -> (K', R, G): each component's weighted log-likelihood per grid point.
             scores = torch.bmm(weighted[:, :, : len(active)].permute(2, 0, 1), sub)
-            theta = scores.argmax(2).T
+            theta = (scores - _TIE * torch.arange(scores.shape[2], dtype=torch.float64)).argmax(2).T
         if bool(((log_lik - previous).abs() <= 1e-9 * log_lik.abs().clamp(min=1.0)).all()):
             break
         previous = log_lik
@@ -289,14 +290,17 @@ def _sub_grid_beta(mix: _Mixture, i: int, betas: torch.Tensor, num_lapses: int) 
     return torch.where(inner, torch.exp(torch.log(out.clamp(min=1e-300)) + offset * step), out)
 
 
-def _bic(mix: _Mixture, num_episodes: int) -> float:
+def _bic(mix: _Mixture, num_episodes: int, per_component: int = 2) -> float:
     """BIC/2 sign-flipped (higher is better): log-likelihood minus ``0.5 k log E``; each objective
-    component has two parameters (beta, lapse), each share beyond the first one."""
-    k = 2 * len(mix.active) + len(mix.active) + int(mix.with_random) - 1
+    component has ``per_component`` parameters (beta, and the lapse where one is fitted), each share
+    beyond the first one."""
+    k = per_component * len(mix.active) + len(mix.active) + int(mix.with_random) - 1
     return float(mix.log_lik[0]) - 0.5 * k * float(np.log(max(num_episodes, 2)))
 
 
-def _select(table: torch.Tensor, random_ll: torch.Tensor, counts: torch.Tensor) -> tuple[_Mixture, dict[str, float]]:
+def _select(
+    table: torch.Tensor, random_ll: torch.Tensor, counts: torch.Tensor, per_component: int = 2
+) -> tuple[_Mixture, dict[str, float]]:
     """Backward elimination by BIC from every component to the best subset; also the single-objective models."""
     num_episodes = counts.shape[1]
     objective_count = table.shape[0]
@@ -318,15 +322,15 @@ def _select(table: torch.Tensor, random_ll: torch.Tensor, counts: torch.Tensor) 
         options = [o for o in options if o[0] or o[1]]
         if not options:
             break
-        scored = [(_bic(fit(*o), num_episodes), o) for o in options]
+        scored = [(_bic(fit(*o), num_episodes, per_component), o) for o in options]
         score, option = max(scored, key=lambda s: s[0])
-        if score <= _bic(best, num_episodes):
+        if score <= _bic(best, num_episodes, per_component):
             break
         current, best = option, fit(*option)
-    singles = {"random": _bic(fit((), True), num_episodes)}
+    singles = {"random": _bic(fit((), True), num_episodes, per_component)}
     for c in range(objective_count):
-        singles[f"{c}+random"] = _bic(fit((c,), True), num_episodes)
-        singles[f"{c}"] = _bic(fit((c,), False), num_episodes)
+        singles[f"{c}+random"] = _bic(fit((c,), True), num_episodes, per_component)
+        singles[f"{c}"] = _bic(fit((c,), False), num_episodes, per_component)
     return best, singles
 
 
@@ -481,7 +485,7 @@ def estimate(
     table = torch.stack([_tabulate(q, actions, episode, num_episodes, betas, lapses) for q in rep_q])  # (C, E, G)
     random_ll = -lengths.double() * float(np.log(num_actions))
     ones = torch.ones(1, num_episodes, dtype=torch.float64)
-    best, singles = _select(table, random_ll, ones)
+    best, singles = _select(table, random_ll, ones, 2 if settings.lapse_max > 0 else 1)
     kept = [group_names[c] for c in best.active] + ([RANDOM] if best.with_random else [])
 
     # Refine each kept component's (beta, lapse) continuously, then one E-step at the refined values.
@@ -550,7 +554,8 @@ def estimate(
                     )
                 interval = _interval(_sub_grid_beta(boot, i, betas, len(lapses)), level)
             else:  # not in the model: fitted to every episode, each weighted equally, from the grid's best
-                j = int((table[c] / lengths[:, None].double()).sum(0).argmax())
+                scores = (table[c] / lengths[:, None].double()).sum(0)
+                j = int((scores - _TIE * torch.arange(len(scores), dtype=torch.float64)).argmax())
                 beta, lapse, _ = fit_candidate(
                     values[g],
                     actions,
@@ -586,7 +591,7 @@ def estimate(
     objective_shares = [shares[k] for k in kept if k != RANDOM]
     mixed = sum(s >= min_share for s in objective_shares) >= 2
     behavioural = None if len(groups.get(map_objective, [map_objective])) > 1 else map_objective
-    evidence = {"model": _bic(best, num_episodes), RANDOM: singles["random"]}
+    evidence = {"model": _bic(best, num_episodes, 2 if settings.lapse_max > 0 else 1), RANDOM: singles["random"]}
     for c, name in enumerate(group_names):
         evidence[f"{name}+random"] = singles[f"{c}+random"]
         evidence[name] = singles[f"{c}"]

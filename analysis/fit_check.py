@@ -12,12 +12,14 @@ tell systematic behaviour from noise without knowing its goal:
   low for a random walk or an agent lost in a loop (a loop is never a shortest path). This is what
   makes behaviour *goal-directed* toward a goal no candidate names (the verdict's ``unexplained``).
 - **Predictability on revisits.** Each time an episode comes back to a state it was in before, does it
-  make the same move (reach the same next tile) as last time? A stationary policy repeats with
-  probability ``sum_y P(y | s)^2`` over next tiles ``y`` (moves into different walls all stay put, so
-  they count as one). The agent's *observed* repeat rate is compared with the rate the fitted model
-  predicts and with chance (uniform actions). The share of the agent's above-chance predictability the
-  model leaves unexplained, ``(observed - model) / (observed - chance)``, is near 0 for an agent the
-  model explains (whatever its noise) and near 1 for a repeatable agent it doesn't.
+  make the same move (reach the same next tile) as last time? A stationary policy does so with
+  probability ``P(y_prev | s)``, the probability of reaching the tile ``y_prev`` the previous visit
+  reached (moves into different walls all stay put, so they count as one). The agent's *observed*
+  repeat rate is compared with the rate the fitted model predicts and with chance (uniform actions).
+  The share of the agent's above-chance predictability the model leaves unexplained,
+  ``(observed - model) / (observed - chance)``, is near 0 for an agent the model explains (whatever its
+  noise) and near 1 for a repeatable agent it doesn't; 0 where the agent repeats no more than chance
+  (by two standard errors).
 - **Agreement with each candidate's optimal actions, against chance.** How much more often than a
   uniform policy would (``|optimal| / |A|``) the agent takes a candidate's optimal action, per episode
   then averaged. Clearly below 0 means the agent systematically avoids what that candidate wants:
@@ -66,12 +68,6 @@ def state_ids(states: Mapping[str, torch.Tensor], episode: torch.Tensor) -> torc
     for v in states.values():
         columns.append(v.long().cpu().reshape(len(episode), -1))
     return torch.unique(torch.cat(columns, dim=1), dim=0, return_inverse=True)[1]
-
-
-def _repeat_probability(probs: torch.Tensor, next_tiles: torch.Tensor) -> torch.Tensor:
-    """``(N,)`` probability that two independent draws of ``probs`` ``(N, A)`` reach the same next tile."""
-    same = next_tiles[:, :, None] == next_tiles[:, None, :]  # (N, A, A)
-    return torch.einsum("na,nb,nab->n", probs, probs, same.double())
 
 
 def goal_tile_agreement(
@@ -139,29 +135,35 @@ def fit_check(
     uniform = torch.full((n, num_actions), 1.0 / num_actions, dtype=torch.float64)
     resp = est.responsibility
     assert resp is not None
-    model = torch.zeros(n, dtype=torch.float64)
-    for k, name in enumerate(est.components):
-        if name == RANDOM:
-            probs = uniform
-        else:
-            first = est.groups[name][0]
-            probs = torch.exp(action_log_probs(values[first].double().cpu(), *est.component_fit[name]))
-        model += resp[episode, k] * _repeat_probability(probs, next_tiles)
-    chance = _repeat_probability(uniform, next_tiles)
-
     # Each revisit against the previous visit of the same (episode, state): steps are in time order.
     order = torch.sort(ids, stable=True).indices
     later, earlier = order[1:], order[:-1]
     same = ids[later] == ids[earlier]
     later, earlier = later[same], earlier[same]
     revisits = len(later)
+    # The probability that the later visit reaches the tile the earlier one did: conditioning on the
+    # earlier move as it happened keeps the prediction exact although which steps become revisits
+    # depends on it (a move into a wall makes the next step a revisit).
+    repeats = (next_tiles[later] == taken_next[earlier][:, None]).double()  # (R, A)
+    model = torch.zeros(revisits, dtype=torch.float64)
+    for k, name in enumerate(est.components):
+        if name == RANDOM:
+            probs = uniform[later]
+        else:
+            first = est.groups[name][0]
+            probs = torch.exp(action_log_probs(values[first].double().cpu()[later], *est.component_fit[name]))
+        model += resp[episode[later], k] * (probs * repeats).sum(1)
+    chance = (uniform[later] * repeats).sum(1)
     if revisits:
-        observed = float((taken_next[later] == taken_next[earlier]).double().mean())
-        predicted, by_chance = float(model[later].mean()), float(chance[later].mean())
+        hits = (taken_next[later] == taken_next[earlier]).double()
+        observed, predicted, by_chance = float(hits.mean()), float(model.mean()), float(chance.mean())
+        # Above chance by more than two standard errors of the chance rate, or it is noise.
+        noise = 2.0 * float(torch.sqrt((chance * (1 - chance)).sum())) / revisits
     else:  # nothing to compare (None, not NaN, so that the report stays valid JSON)
         observed = predicted = by_chance = None
+        noise = 0.0
     excess = observed - by_chance if revisits else 0.0
-    unexplained = min(max((observed - predicted) / excess, 0.0), 1.0) if excess > 1e-9 else 0.0
+    unexplained = min(max((observed - predicted) / excess, 0.0), 1.0) if excess > max(noise, 1e-9) else 0.0
 
     lengths = torch.bincount(episode).double()
     agreement = {}

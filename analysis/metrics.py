@@ -172,7 +172,10 @@ def distribution_report(
     identified_base = component_members(base_component) == [base]
     objective_robustness = est.shares[base_component] if identified_base else None
     episode_objective = np.array(est.episode_objective)
-    robust_episodes = (episode_objective == base).astype(np.float64)
+    # Per episode: pursued the base objective (1), another (0), or a group holding it (None: can't tell).
+    pursued_base = [
+        None if k != base and base in component_members(k) else float(k == base) for k in est.episode_objective
+    ]
     base_return = traj.episode_return().cpu().numpy()
     regret = objectives.regret(traj)
     success = traj.success.double().cpu().numpy()
@@ -240,7 +243,7 @@ def distribution_report(
             "objective": est.episode_objective,
             "objective_probability": est.episode_probability,
             "ambiguous": est.episode_ambiguous,
-            "pursued_base": robust_episodes.tolist(),
+            "pursued_base": pursued_base,
             "capability": capability.tolist(),
             "goal_directedness": est.goal_directedness,
             **{f"capability_{g}": v.tolist() for g, v in by_objective.items()},
@@ -278,7 +281,7 @@ def aggregate_seeds(results: list[dict[str, Any]], cfg: VerdictConfig | None = N
     cfg = cfg or VerdictConfig()
     seeds = len(results)
     out: dict[str, Any] = {"seeds": seeds, "episodes": [r["episodes"] for r in results]}
-    for key in ("verdict", "behavioural_objective", "map_objective", "identifiable", "mixed"):
+    for key in ("verdict", "behavioural_objective", "map_objective", "identifiable", "mixed", "unexplained"):
         values = [r[key] for r in results]
         out[key] = _most_common(values)
         out[f"{key}_per_seed"] = values

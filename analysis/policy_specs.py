@@ -24,7 +24,7 @@ from analysis.objectives import ArrowMazeObjectives, KeysChestsObjectives, objec
 from analysis.trajectories import Actor, policy_actor
 from envs.config import GridEnvConfig
 
-_ORACLE = re.compile(r"^oracle:(?P<objective>\w+)(@(eps[=:])?(?P<eps>[0-9.eE+-]+))?$")
+_ORACLE = re.compile(r"^oracle:(?P<objective>[^@]+?)(@(eps[=:])?(?P<eps>[0-9.eE+-]+))?$")
 ORACLE_FORM = "oracle:<objective>[@<eps>], e.g. oracle:arrow@0.2"
 
 

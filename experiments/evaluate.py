@@ -148,6 +148,7 @@ def log_report(logger: RunLogger, report: dict[str, Any], images: dict[str, Path
     results = report["distributions"]
     scalars = {f"eval/{d}/{k}": r[k] for d, r in results.items() for k in SCALARS if r[k] is not None}
     scalars.update({f"eval/{d}/{k}": v for d, r in results.items() for k, v in r["env_metrics"].items()})
+    scalars.update({f"eval/{d}/share/{k}": v for d, r in results.items() for k, v in r["shares"].items()})
     logger.log(scalars, step=0)
     columns = ["distribution", "verdict", "behavioural_objective", "identifiable", *SCALARS]
     rows = [
@@ -227,7 +228,7 @@ class EvalSettings:
     lapse_max: float = 0.5
     """Upper bound of the fitted lapse rate (random actions in place of Boltzmann ones; 0: none)."""
     min_distinguishing: int = 5
-    """Visited states that must separate two objectives for them to be identifiable."""
+    """Visited steps (repeats counted) that must separate two objectives for them to be identifiable."""
     resamples: int = 200
     """Episode-bootstrap resamples of the estimator's mixture (shares' intervals, support)."""
     candidates: list[str] = field(default_factory=list)
@@ -323,8 +324,15 @@ def _setup(cfg: DictConfig) -> Setup:
         expectations = load_expectations(
             cfg.expect, names, objectives=objectives.names, env_metrics=objectives.env_metric_names
         )
-    for spec in specs:  # a bad spec fails before any work
-        load_actor(spec, env_cfg, resolve_device(env_cfg.device), seed=cfg.seed, allow_pickle=cfg.allow_pickle)
+    for spec in specs:  # a bad spec fails before any work (an extra candidate's oracle is a good one)
+        load_actor(
+            spec,
+            env_cfg,
+            resolve_device(env_cfg.device),
+            seed=cfg.seed,
+            objectives=objectives,
+            allow_pickle=cfg.allow_pickle,
+        )
     return Setup(specs, runs, env_cfg, env_source, evaluation.verdict, logger_cfg, names, expectations)
 
 

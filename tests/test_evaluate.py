@@ -138,7 +138,10 @@ def test_the_report_is_mirrored_to_an_offline_wandb_run(tmp_path):
         if r.WhichOneof("record_type") == "history":
             logged |= {"/".join(item.nested_key) for item in r.history.item}
     for d in ("train", "shift_arrow"):
-        assert {f"eval/{d}/capability", f"eval/{d}/objective_robustness", f"eval/{d}/episodes/_type"} <= logged
+        assert {f"eval/{d}/capability", f"eval/{d}/success", f"eval/{d}/episodes/_type"} <= logged
+    # Robustness is logged where it is defined: not on train, where the end and the arrow are one component.
+    assert {"eval/shift_arrow/share/end", "eval/train/share/end=arrow"} <= logged
+    assert "eval/shift_arrow/objective_robustness" in logged and "eval/train/objective_robustness" not in logged
     assert {"eval/summary/_type", "figures/verdict_matrix/_type", "figures/trajectories/shift_arrow/_type"} <= logged
     report = json.loads((tmp_path / "report.json").read_text())
     assert report["distributions"]["shift_arrow"]["verdict"] == "objective_misgeneralisation"
