@@ -26,7 +26,7 @@ from typing import Any, Protocol
 import numpy as np
 import torch
 
-from analysis.planning import shortest_path_action
+from analysis.planning import next_tiles, shortest_path_action
 from analysis.trajectories import Actor, Trajectories
 from envs.config import ConfigError, GridEnvConfig, KeysChestsConfig
 from envs.grid import bfs_distances
@@ -108,10 +108,7 @@ class TileGoal:
         core = traj.core
         _, dist = self.plan(core)
         level, pos = traj.states["level"], traj.states["pos"]
-        n, a = len(level), core.num_actions
-        actions = torch.arange(a, device=level.device)
-        nxt = core.move(level.repeat_interleave(a), pos.repeat_interleave(a), actions.repeat(n))
-        d = dist[level.repeat_interleave(a), nxt].view(n, a)
+        d = dist[level[:, None], next_tiles(core, level, pos)]
         gamma = torch.tensor(self.gamma, dtype=torch.float64, device=level.device)
         return torch.where(d >= 0, torch.pow(gamma, d.clamp(min=0).double()), 0.0)
 

@@ -225,7 +225,7 @@ def _em(
     k = len(active) + int(with_random)
     if start is None:
         # Start from each candidate fitted to every step.
-        theta = (sub.sum(1) - _TIE * torch.arange(sub.shape[2], dtype=torch.float64)).argmax(1)
+        theta = _best_grid_point(sub.sum(1))
         theta = theta[None].expand(reps, -1).clone()
         log_shares = torch.full((reps, k), -np.log(k), dtype=torch.float64)
     else:
@@ -245,7 +245,7 @@ def _em(
         if active:
             # (K', R, E) @ (K', E, G) -> (K', R, G): each component's weighted log-likelihood per grid point.
             scores = torch.bmm(weighted[:, :, : len(active)].permute(2, 0, 1), sub)
-            theta = (scores - _TIE * torch.arange(scores.shape[2], dtype=torch.float64)).argmax(2).T
+            theta = _best_grid_point(scores).T
         if bool(((log_lik - previous).abs() <= 1e-9 * log_lik.abs().clamp(min=1.0)).all()):
             break
         previous = log_lik
@@ -254,6 +254,12 @@ def _em(
     norm = torch.logsumexp(joint, dim=2)
     resp = torch.exp(joint - norm[:, :, None])
     return _Mixture(active, with_random, log_shares, theta, resp, (counts * norm).sum(1), scores)
+
+
+def _best_grid_point(scores: torch.Tensor) -> torch.Tensor:
+    """The grid index of the highest score along the last dim; near-ties (a flat Q) go to the lowest
+    beta and lapse (the grid is beta-major, both ascending)."""
+    return (scores - _TIE * torch.arange(scores.shape[-1], dtype=torch.float64)).argmax(-1)
 
 
 def _component_ll(
@@ -485,7 +491,8 @@ def estimate(
     table = torch.stack([_tabulate(q, actions, episode, num_episodes, betas, lapses) for q in rep_q])  # (C, E, G)
     random_ll = -lengths.double() * float(np.log(num_actions))
     ones = torch.ones(1, num_episodes, dtype=torch.float64)
-    best, singles = _select(table, random_ll, ones, 2 if settings.lapse_max > 0 else 1)
+    per_component = 2 if settings.lapse_max > 0 else 1  # beta, and the lapse where one is fitted
+    best, singles = _select(table, random_ll, ones, per_component)
     kept = [group_names[c] for c in best.active] + ([RANDOM] if best.with_random else [])
 
     # Refine each kept component's (beta, lapse) continuously, then one E-step at the refined values.
@@ -554,8 +561,7 @@ def estimate(
                     )
                 interval = _interval(_sub_grid_beta(boot, i, betas, len(lapses)), level)
             else:  # not in the model: fitted to every episode, each weighted equally, from the grid's best
-                scores = (table[c] / lengths[:, None].double()).sum(0)
-                j = int((scores - _TIE * torch.arange(len(scores), dtype=torch.float64)).argmax())
+                j = int(_best_grid_point((table[c] / lengths[:, None].double()).sum(0)))
                 beta, lapse, _ = fit_candidate(
                     values[g],
                     actions,
@@ -572,26 +578,23 @@ def estimate(
     episode_objective = [kept[int(i)] for i in best_index]
     episode_probability = resp.gather(1, best_index[:, None]).squeeze(1).tolist()
     # Ambiguous episodes: their own states don't separate their component's optimal actions from another's.
-    step_differs = {
-        (a, b): (optimal[groups[a][0]] != optimal[groups[b][0]]).any(dim=1)
-        for a in group_names
-        for b in group_names
-        if a != b
+    differs = {  # per pair of components: each episode's steps where their optimal actions differ
+        frozenset((a, b)): torch.zeros(num_episodes, dtype=torch.long).index_add_(
+            0, episode, (optimal[groups[a][0]] != optimal[groups[b][0]]).any(dim=1).long()
+        )
+        for i, a in enumerate(group_names)
+        for b in group_names[i + 1 :]
     }
-    per_episode_differs = {
-        pair: torch.zeros(num_episodes, dtype=torch.long).index_add_(0, episode, d.long())
-        for pair, d in step_differs.items()
-    }
-    ambiguous = []
-    for e, k in enumerate(episode_objective):
-        others = [b for b in group_names if b != k]
-        ambiguous.append(k != RANDOM and any(int(per_episode_differs[(k, b)][e]) == 0 for b in others))
+    ambiguous = [
+        k != RANDOM and any(int(differs[frozenset((k, b))][e]) == 0 for b in group_names if b != k)
+        for e, k in enumerate(episode_objective)
+    ]
 
     map_objective = max(kept, key=lambda k: shares[k])
     objective_shares = [shares[k] for k in kept if k != RANDOM]
     mixed = sum(s >= min_share for s in objective_shares) >= 2
     behavioural = None if len(groups.get(map_objective, [map_objective])) > 1 else map_objective
-    evidence = {"model": _bic(best, num_episodes, 2 if settings.lapse_max > 0 else 1), RANDOM: singles["random"]}
+    evidence = {"model": _bic(best, num_episodes, per_component), RANDOM: singles["random"]}
     for c, name in enumerate(group_names):
         evidence[f"{name}+random"] = singles[f"{c}+random"]
         evidence[name] = singles[f"{c}"]

@@ -112,6 +112,13 @@ def is_group(component: str) -> bool:
     return len(members(component)) > 1
 
 
+def _legend_below(fig: Figure, handles: Sequence[Any], **extra: Any) -> None:
+    """The figure's legend under its panels, in up to four columns (a constrained-layout figure)."""
+    fig.legend(
+        handles=handles, loc="outside lower center", ncol=min(len(handles), 4), fontsize=8, frameon=False, **extra
+    )
+
+
 def base_objective(results: Mapping[str, Mapping[str, Any]], base: str | None = None) -> str | None:
     """The base objective of a report: ``base`` if given; else the one candidate whose share of episodes
     is the objective robustness wherever that is defined, narrowed (on ties) to the one whose
@@ -796,12 +803,9 @@ def seed_objectives_figure(
         )
         for m in pursued
     ]
-    fig.legend(
-        handles=handles,
-        loc="outside lower center",
-        ncol=min(len(handles), 4),
-        fontsize=8,
-        frameon=False,
+    _legend_below(
+        fig,
+        handles,
         title="one point per seed, coloured by the objective most of its episodes pursue"
         + ("; ×n: n seeds at one point" if stacked else ""),
         title_fontsize=8,
@@ -978,13 +982,7 @@ def trajectory_overlays_figure(traj: Trajectories, episodes: int = 4, title: str
         )
     if "hidden" in seen:
         handles.append(Patch(facecolor="none", edgecolor=rgb["HIDDEN_RGB"], lw=2, label="hidden chest (not observed)"))
-    fig.legend(
-        handles=handles,
-        loc="outside lower center",
-        ncol=min(len(handles), 4),
-        fontsize=8,
-        frameon=False,
-    )
+    _legend_below(fig, handles)
     what = f"the agent's path on the first {episodes} level{'s' if episodes != 1 else ''}, each drawn as it starts"
     fig.suptitle(f"{title}\n{what}" if title else what, fontsize=10)
     fig.get_layout_engine().set(h_pad=0.12)  # constrained layout's default leaves the titles touching

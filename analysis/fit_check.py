@@ -32,10 +32,12 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 
 from analysis.estimator import RANDOM, Estimate, action_log_probs, optimal_action_sets
+from envs.grid import bfs_distances
 
 
 @dataclass
@@ -71,23 +73,18 @@ def state_ids(states: Mapping[str, torch.Tensor], episode: torch.Tensor) -> torc
 
 
 def goal_tile_agreement(
-    core: object, level: torch.Tensor, pos: torch.Tensor, action: torch.Tensor, episode: torch.Tensor
+    core: Any, level: torch.Tensor, next_tiles: torch.Tensor, action: torch.Tensor, episode: torch.Tensor
 ) -> torch.Tensor:
     """``(E,)`` per episode, the best goal tile's agreement from chance (0) to always (1) (module docstring).
+    ``next_tiles``: ``(N, A)`` where each action leads (``analysis.planning.next_tiles``).
 
     Distances are symmetric, so a BFS from each tile an action can lead to gives its distance to every
     goal tile at once."""
-    from envs.grid import bfs_distances
-
-    n, num_actions = len(action), core.num_actions
-    moves = torch.arange(num_actions, device=pos.device)
-    nxt = core.move(
-        level[:, None].expand(n, num_actions).reshape(-1),
-        pos[:, None].expand(n, num_actions).reshape(-1),
-        moves.repeat(n),
-    )
+    n, num_actions = next_tiles.shape
     sources, which = torch.unique(
-        torch.stack([level[:, None].expand(n, num_actions).reshape(-1), nxt], 1), dim=0, return_inverse=True
+        torch.stack([level[:, None].expand(n, num_actions).reshape(-1), next_tiles.reshape(-1)], 1),
+        dim=0,
+        return_inverse=True,
     )
     blocked = core.levels.blocked
     dist = bfs_distances(blocked[sources[:, 0]], sources[:, 1], core.canvas.padded).cpu()  # (U, P)

@@ -30,16 +30,18 @@ The verdict, in order:
 
 from __future__ import annotations
 
+import math
+from collections import Counter
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-import torch
 from scipy.stats import bootstrap
 
 from analysis.estimator import RANDOM, Estimate, EstimatorSettings, component_members, estimate
 from analysis.fit_check import FitCheck, fit_check, goal_tile_agreement, state_ids
 from analysis.objectives import Objectives
+from analysis.planning import next_tiles
 from analysis.trajectories import Trajectories
 from envs.config import check_at_least, check_open_unit, check_probability
 
@@ -136,18 +138,11 @@ def analyse(
     cfg = cfg or VerdictConfig()
     values = objectives.q_values(traj)
     est = estimate(values, traj.action, traj.episode, settings, min_share=cfg.mixed_min_share)
-    level, pos = traj.states["level"], traj.states["pos"]
-    num_actions = traj.core.num_actions
-    moves = torch.arange(num_actions, device=pos.device)
-    n = len(pos)
-    next_tiles = traj.core.move(
-        level[:, None].expand(n, num_actions).reshape(-1),
-        pos[:, None].expand(n, num_actions).reshape(-1),
-        moves.repeat(n),
-    ).view(n, num_actions)
+    level = traj.states["level"]
+    moves = next_tiles(traj.core, level, traj.states["pos"])
     ids = state_ids(traj.states, traj.episode)
-    tiles = goal_tile_agreement(traj.core, level, pos, traj.action, traj.episode)
-    fit = fit_check(est, values, traj.action, traj.episode, ids, next_tiles, traj.next_states["pos"], tiles)
+    tiles = goal_tile_agreement(traj.core, level, moves, traj.action, traj.episode)
+    fit = fit_check(est, values, traj.action, traj.episode, ids, moves, traj.next_states["pos"], tiles)
     return distribution_report(traj, est, fit, objectives, cfg), est
 
 
@@ -235,7 +230,7 @@ def distribution_report(
             "regret": interval(regret, cfg),
             "success": interval(success, cfg),
             **{f"share:{k}": v for k, v in est.share_intervals.items()},
-            **{f"beta:{k}": f.beta_interval for k, f in est.fits.items() if f.beta_interval[0] == f.beta_interval[0]},
+            **{f"beta:{k}": f.beta_interval for k, f in est.fits.items() if not math.isnan(f.beta_interval[0])},
             **{k: interval(v, cfg) for k, v in env_metrics.items()},
         },
         "per_episode": {
@@ -285,9 +280,7 @@ def aggregate_seeds(results: list[dict[str, Any]], cfg: VerdictConfig | None = N
         values = [r[key] for r in results]
         out[key] = _most_common(values)
         out[f"{key}_per_seed"] = values
-    counts: dict[str, int] = {}
-    for r in results:
-        counts[str(r["map_objective"])] = counts.get(str(r["map_objective"]), 0) + 1
+    counts = dict(Counter(str(r["map_objective"]) for r in results))  # in the order first met
     out["objective_counts"] = counts
     out["seed_shares"] = {k: c / seeds for k, c in counts.items()}
     objectives_seen = [k for k, c in counts.items() if k != RANDOM and c / seeds >= cfg.mixed_min_share]

@@ -26,6 +26,15 @@ def distance_maps(core: ArrowMazeCore, targets: torch.Tensor, level_ids: torch.T
     return bfs_distances(core.levels.blocked[level_ids], targets[level_ids], core.canvas.padded)
 
 
+def next_tiles(core: GridCore, level: torch.Tensor, pos: torch.Tensor) -> torch.Tensor:
+    """``(N, A)`` the tile each action leads to from each state ``(level, pos)`` (the core's movement rule)."""
+    n, num_actions = len(level), core.num_actions
+    actions = torch.arange(num_actions, device=level.device)
+    return core.move(level.repeat_interleave(num_actions), pos.repeat_interleave(num_actions), actions.repeat(n)).view(
+        n, num_actions
+    )
+
+
 def arrow_maze_q_values(
     core: ArrowMazeCore, level: torch.Tensor, pos: torch.Tensor, objective: str, gamma: float = 0.99
 ) -> torch.Tensor:
@@ -38,10 +47,7 @@ def arrow_maze_q_values(
     targets = core.levels.end if objective == "end" else core.levels.arrow
     levels, which = torch.unique(level, return_inverse=True)
     dist = distance_maps(core, targets, levels)  # (U, P)
-    actions = torch.arange(core.num_actions, device=level.device)
-    n = len(level)
-    nxt = core.move(level[:, None].expand(n, 4).reshape(-1), pos[:, None].expand(n, 4).reshape(-1), actions.repeat(n))
-    d = dist[which[:, None].expand(n, 4).reshape(-1), nxt].view(n, 4)
+    d = dist[which[:, None], next_tiles(core, level, pos)]
     return torch.pow(torch.tensor(gamma, dtype=torch.float64, device=level.device), d.double())
 
 
