@@ -37,6 +37,8 @@ SB3_MODEL_FILENAME = "model.zip"  # what the SB3 backend saves in a run dir (age
 HASH_KEY = "content_sha256"
 REQUIRED = ("format", "env_name")
 """Fields every checkpoint has; :func:`require` checks those a caller needs beyond these."""
+MEMBER_PREFIX = "seed_"
+"""A population's run dir holds one ``seed_<s>/`` dir per member, each a run dir of its own."""
 TRAINING_FIELDS = ("model", "network", "optimizer", "env_steps", "updates", "rng", "env_config", "run_config")
 """Fields a run needs to continue training from a checkpoint."""
 
@@ -103,17 +105,46 @@ def save_checkpoint(run_dir: Path, state: dict[str, Any]) -> Path:
     blow-up. The file is serialised in memory and written with plain file I/O, so a full disk is an
     ``OSError`` (ENOSPC) that says so, and the previous checkpoint stays.
     """
-    path = Path(run_dir) / FILENAME
-    bad = non_finite_weights(state.get("model"))
-    if bad:
-        raise FloatingPointError(f"not writing {path}: non-finite weights in {bad}; the previous checkpoint is kept")
+    return save_checkpoints([Path(run_dir)], [state])[0]
+
+
+def save_checkpoints(run_dirs: list[Path], states: list[dict[str, Any]]) -> list[Path]:
+    """:func:`save_checkpoint` of each member of a population into its own dir. Every member's file is
+    atomic, and every state is checked and serialised before the first file is written, so a refused
+    member (non-finite weights) writes none, and a kill can split the set only within the writes
+    themselves; a resume then names the members that disagree (``agents.ppo.PPO.load_state_dict``)."""
+    blobs = []
+    for run_dir, state in zip(run_dirs, states, strict=True):
+        path = Path(run_dir) / FILENAME
+        bad = non_finite_weights(state.get("model"))
+        if bad:
+            raise FloatingPointError(
+                f"not writing {path}: non-finite weights in {bad}; the previous checkpoint is kept"
+            )
+        blobs.append((path, _serialised(state)))
+    for path, blob in blobs:
+        with atomic_path(path) as tmp:
+            tmp.write_bytes(blob.getbuffer())
+    return [path for path, _ in blobs]
+
+
+def _serialised(state: dict[str, Any]) -> io.BytesIO:
+    """``state`` with the format version and its content hash, as the bytes of a checkpoint file."""
     full = {"format": FORMAT, **{k: v for k, v in state.items() if k != "format"}}
     full[HASH_KEY] = content_hash(full)
     buffer = io.BytesIO()
     torch.save(full, buffer)
-    with atomic_path(path) as tmp:
-        tmp.write_bytes(buffer.getbuffer())
-    return path
+    return buffer
+
+
+def member_dirs(where: str | Path) -> list[Path]:
+    """The member dirs (``seed_<s>/``, by seed) of a population's run dir that hold a checkpoint; empty
+    for any other path."""
+    path = Path(where)
+    if not path.is_dir():
+        return []
+    found = [d for d in path.glob(f"{MEMBER_PREFIX}*") if d.name[len(MEMBER_PREFIX) :].lstrip("-").isdigit()]
+    return sorted((d for d in found if (d / FILENAME).is_file()), key=lambda d: int(d.name[len(MEMBER_PREFIX) :]))
 
 
 def find_run_file(where: str | Path, filename: str, what: str) -> Path:
@@ -140,7 +171,11 @@ def load_checkpoint(where: str | Path, env_name: str | None = None) -> dict[str,
     path = find_checkpoint(where)
     if path.stat().st_size == 0:
         raise CheckpointError(f"{path} is empty (a write that never finished, or a truncated copy)")
-    if not zipfile.is_zipfile(path):  # torch.save writes a zip archive; pickle bytes can't be told from garbage
+    try:  # torch.save writes a zip archive; pickle bytes can't be told from garbage
+        is_zip = zipfile.is_zipfile(path)
+    except zipfile.BadZipFile:  # is_zipfile itself raises on some damaged end records (a "multi-disk" archive)
+        is_zip = False
+    if not is_zip:
         raise CheckpointError(f"{path} is not a torch checkpoint (not a zip archive): truncated, or another file")
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)

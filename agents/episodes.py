@@ -55,34 +55,52 @@ def first_episodes(
         t += 1
 
 
+def members_of(policy) -> int:
+    """How many members a policy batches (``agents.policy.NetworkPolicy`` of a population); 1 for any other."""
+    return int(getattr(policy, "population", 1))
+
+
 @torch.no_grad()
-def evaluate_policy(policy, env_cfg, distribution: str, episodes: int, seed: int) -> dict[str, float]:
+def evaluate_members(policy, env_cfg, distribution: str, episodes: int, seed: int) -> list[dict[str, float]]:
     """Success rate and mean return of one episode of ``policy`` on each of levels 0..episodes-1 of
-    ``distribution`` (the trainer's periodic evaluation; the estimator's is ``analysis.trajectories``)."""
+    ``distribution`` (the trainer's periodic evaluation; the estimator's is ``analysis.trajectories``), per
+    member: a population's K members play their levels in one core of K blocks, batched."""
     from envs import make_core
 
-    dev = policy.device
-    core = make_core(env_cfg, distribution, num_envs=episodes, seed=seed, device=dev)
-    obs = core.reset(seed=seed, level_ids=torch.arange(episodes, device=dev) % len(core.levels))
-    success = torch.zeros(episodes, device=dev)
-    returns = torch.zeros(episodes, device=dev)
+    dev, k = policy.device, members_of(policy)
+    core = make_core(env_cfg, distribution, num_envs=k * episodes, seed=seed, device=dev)
+    levels = torch.arange(episodes, device=dev) % len(core.levels)
+    obs = core.reset(seed=seed, level_ids=levels.repeat(k))
+    success = torch.zeros(k * episodes, device=dev)
+    returns = torch.zeros(k * episodes, device=dev)
     for step in first_episodes(core, obs, policy.act):
         r = step.result
         returns += r.reward * step.live
         success = torch.where(r.done & step.live, r.info["success"].float(), success)
-    return {"success": success.mean().item(), "return": returns.mean().item()}
+    means = torch.stack([success.view(k, episodes).mean(1), returns.view(k, episodes).mean(1)]).tolist()
+    return [{"success": means[0][m], "return": means[1][m]} for m in range(k)]
+
+
+def evaluate_policy(policy, env_cfg, distribution: str, episodes: int, seed: int) -> dict[str, float]:
+    """:func:`evaluate_members` of a policy of one member."""
+    if members_of(policy) != 1:
+        raise ValueError(f"evaluate_policy takes one policy; this one has {members_of(policy)} members")
+    return evaluate_members(policy, env_cfg, distribution, episodes, seed)[0]
 
 
 @torch.no_grad()
-def record_frames(policy, env_cfg, distribution: str, seed: int, tile_size: int = 8) -> list:
-    """RGB frames (``(H, W, 3)`` uint8 arrays) of one episode of ``policy`` on level 0 of ``distribution``,
-    up to its final state. Uses the policy's own sampler, so filming leaves a training run's streams as
-    they would be without it."""
+def record_frames(policy, env_cfg, distribution: str, seed: int, tile_size: int = 8) -> list[list]:
+    """RGB frames (``(H, W, 3)`` uint8 arrays) of one episode on level 0 of ``distribution`` per member of
+    ``policy``, each up to its final state: one list of frames per member. Uses the policy's own sampler,
+    so filming leaves a training run's streams as they would be without it."""
     from envs import make_core
 
-    core = make_core(env_cfg, distribution, num_envs=1, seed=seed, device=policy.device)
+    k = members_of(policy)
+    core = make_core(env_cfg, distribution, num_envs=k, seed=seed, device=policy.device)
     obs = core.reset(seed=seed, level_ids=0)
-    frames = [core.render_rgb(0, tile_size).cpu().numpy()]
+    frames = [[core.render_rgb(m, tile_size).cpu().numpy()] for m in range(k)]
     for step in first_episodes(core, obs, policy.act):
-        frames.append(core.render_rgb(0, tile_size, final=bool(step.result.done[0])).cpu().numpy())
+        for m in range(k):
+            if bool(step.live[m]):
+                frames[m].append(core.render_rgb(m, tile_size, final=bool(step.result.done[m])).cpu().numpy())
     return frames

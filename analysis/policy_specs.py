@@ -89,8 +89,15 @@ def load_actor(
         raise FileNotFoundError(
             f"policy={spec!r} is neither a run dir or checkpoint nor one of sb3:, oracle:, random, py:"
         )
-    from agents.checkpoint import load_checkpoint
     from agents.policy import load_network_policy
+
+    check_canvas(spec, env_cfg)
+    return policy_actor(load_network_policy(spec, env_name=env_cfg.name, device=device, seed=seed), deterministic)
+
+
+def check_canvas(spec: str, env_cfg: GridEnvConfig) -> None:
+    """Refuse (``ValueError``) a checkpoint whose MLP takes a whole canvas of another size than ``env_cfg``'s."""
+    from agents.checkpoint import load_checkpoint
 
     state = load_checkpoint(spec, env_name=env_cfg.name)
     net = state.get("network", {}).get("config", {})
@@ -102,7 +109,36 @@ def load_actor(
                 f"env config's canvas is {env_cfg.canvas}x{env_cfg.canvas}; evaluate on env.canvas_size={trained}, "
                 "or train an egocentric MLP (agent.network.egocentric) or the IMPALA network, which take any canvas"
             )
-    return policy_actor(load_network_policy(spec, env_name=env_cfg.name, device=device, seed=seed), deterministic)
+
+
+def network_batch(specs: list[str]) -> bool:
+    """Whether ``specs`` (two or more) are all our checkpoints of one architecture: a population's members
+    (or any runs of one setup), which evaluate batched, one forward pass for all."""
+    if len(specs) < 2 or any(s == "random" or s.startswith(("oracle:", "py:", "sb3:")) for s in specs):
+        return False
+    from agents.checkpoint import load_checkpoint
+
+    try:
+        networks = [load_checkpoint(s).get("network") for s in specs]
+    except (OSError, ValueError):
+        return False
+    return networks[0] is not None and all(n == networks[0] for n in networks)
+
+
+def load_members_actor(
+    specs: list[str],
+    env_cfg: GridEnvConfig,
+    device: torch.device | str = "cpu",
+    seed: int = 0,
+    deterministic: bool = False,
+) -> Actor:
+    """One batched ``Actor`` over the checkpoints ``specs`` (:func:`network_batch`): block k of a batch of
+    observations is member k's, and each member samples as :func:`load_actor` of it alone would."""
+    from agents.policy import load_network_policy
+
+    for spec in specs:
+        check_canvas(spec, env_cfg)
+    return policy_actor(load_network_policy(specs, env_name=env_cfg.name, device=device, seed=seed), deterministic)
 
 
 @dataclass(frozen=True)

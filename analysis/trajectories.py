@@ -67,11 +67,27 @@ class Trajectories:
         return out.index_add_(0, self.episode, self.reward.double())
 
 
-@torch.no_grad()
 def collect_episodes(
     actor: Actor, cfg: GridEnvConfig, distribution: str, episodes: int, seed: int = 0, device: str | None = None
 ) -> Trajectories:
-    """Run one episode of ``actor`` on each of levels ``0..episodes-1`` of ``distribution``.
+    """Run one episode of ``actor`` on each of levels ``0..episodes-1`` of ``distribution``
+    (:func:`collect_member_episodes` of a policy of one member)."""
+    return collect_member_episodes(actor, cfg, distribution, episodes, 1, seed, device)[0]
+
+
+@torch.no_grad()
+def collect_member_episodes(
+    actor: Actor,
+    cfg: GridEnvConfig,
+    distribution: str,
+    episodes: int,
+    members: int,
+    seed: int = 0,
+    device: str | None = None,
+) -> list[Trajectories]:
+    """One episode on each of levels ``0..episodes-1`` of ``distribution`` for each of ``members`` members
+    of a batched actor (a population's ``NetworkPolicy``: block k of the core's envs is member k's), in
+    one core; returns each member's trajectories, as :func:`collect_episodes` of that member alone gives.
 
     Level sets are nested (level i depends only on the seed and i), so only the first ``episodes``
     levels are generated: the same levels as the full set's first ones, at a fraction of the cost.
@@ -81,9 +97,9 @@ def collect_episodes(
         raise ValueError(f"{episodes} episodes but {distribution!r} has {available} levels")
     first = dataclasses.replace(cfg.distribution(distribution), num_levels=episodes)
     cfg = dataclasses.replace(cfg, distributions={**cfg.distributions, distribution: first})
-    core = make_core(cfg, distribution, num_envs=episodes, seed=seed, device=device)
-    ids = torch.arange(episodes, device=core.device)
-    obs = core.reset(seed=seed, level_ids=ids)
+    core = make_core(cfg, distribution, num_envs=members * episodes, seed=seed, device=device)
+    ids = torch.arange(members * episodes, device=core.device)
+    obs = core.reset(seed=seed, level_ids=ids % episodes)
     steps: list[dict[str, torch.Tensor]] = []
     outcome: dict[str, torch.Tensor] = {}
     state = {k: v.clone() for k, v in core.state().items()}  # before each step: the step before's final state
@@ -105,13 +121,20 @@ def collect_episodes(
             outcome[k] = torch.where(ended, v, outcome.get(k, torch.zeros_like(v)))
         state = after
     flat = {k: torch.cat([s[k] for s in steps]) for k in steps[0]}
-    return Trajectories(
-        core=core,
-        states={k[2:]: v for k, v in flat.items() if k.startswith("s.")},
-        next_states={k[2:]: v for k, v in flat.items() if k.startswith("n.")},
-        action=flat["action"],
-        reward=flat["reward"],
-        episode=flat["episode"],
-        t=flat["t"],
-        outcome=outcome,
-    )
+    out = []
+    for m in range(members):
+        rows = (flat["episode"] // episodes) == m
+        mine = {k: v[rows] for k, v in flat.items()} if members > 1 else flat
+        out.append(
+            Trajectories(
+                core=core,
+                states={k[2:]: v for k, v in mine.items() if k.startswith("s.")},
+                next_states={k[2:]: v for k, v in mine.items() if k.startswith("n.")},
+                action=mine["action"],
+                reward=mine["reward"],
+                episode=mine["episode"] - m * episodes,
+                t=mine["t"],
+                outcome={k: v[m * episodes : (m + 1) * episodes] for k, v in outcome.items()},
+            )
+        )
+    return out

@@ -8,6 +8,7 @@ same-step reset of finished envs from the level bank. An env's module holds only
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar, Generic, TypeVar
 
@@ -129,7 +130,7 @@ class GridCore(Generic[S]):
         # blocked border maps to canvas tiles no object is ever on.
         pad = torch.arange(self._num_padded, device=self.device)
         self._canvas_index = self.canvas.to_canvas_flat(pad).clamp(0, self.canvas.size**2 - 1)
-        self._generator = torch.Generator(device=self.device)
+        self._generators = [torch.Generator(device=self.device)]  # one level stream per block of envs
         self._seeded = False
         self._fresh_records: Any = None
 
@@ -185,8 +186,13 @@ class GridCore(Generic[S]):
         """The states the latest step led to, before any reset."""
         return self._final
 
-    def reset(self, seed: int | None = None, level_ids: torch.Tensor | None = None) -> torch.Tensor:
-        """Start a new episode in every env: levels drawn uniformly, or the given ``level_ids``."""
+    def reset(self, seed: int | Sequence[int] | None = None, level_ids: torch.Tensor | None = None) -> torch.Tensor:
+        """Start a new episode in every env: levels drawn uniformly, or the given ``level_ids``.
+
+        ``seed`` seeds the level draws. A sequence of K seeds splits the envs into K equal consecutive
+        blocks (a population's members), block k drawing from its own stream seeded ``seed[k]``: block k
+        then sees exactly the levels a core of ``num_envs / K`` envs reset with ``seed[k]`` would.
+        """
         return self._begin(self._start(self._start_levels(seed, level_ids)))
 
     def set_state(self, state: S) -> torch.Tensor:
@@ -259,22 +265,31 @@ class GridCore(Generic[S]):
             self._offsets_cache = cached
         return cached[:n]
 
-    def rng_state(self) -> torch.Tensor:
-        """State of the level draws (for checkpoints: a resumed run continues the stream, not replays it)."""
-        return self._generator.get_state()
+    @property
+    def streams(self) -> int:
+        """Number of independent level streams (blocks of envs); 1 unless reset with a sequence of seeds."""
+        return len(self._generators)
 
-    def set_rng_state(self, state: torch.Tensor) -> None:
-        """Continue the level draws from :meth:`rng_state`; the next ``reset()`` without a seed draws from it."""
-        self._generator.set_state(state)
+    def rng_state(self, stream: int = 0) -> torch.Tensor:
+        """State of a level stream (for checkpoints: a resumed run continues the stream, not replays it)."""
+        return self._generators[stream].get_state()
+
+    def set_rng_state(self, state: torch.Tensor, stream: int = 0) -> None:
+        """Continue a level stream from :meth:`rng_state`; the next ``reset()`` without a seed draws from it."""
+        self._generators[stream].set_state(state)
         self._seeded = True
 
-    def _start_levels(self, seed: int | None, level_ids: Any) -> torch.Tensor:
+    def _start_levels(self, seed: int | Sequence[int] | None, level_ids: Any) -> torch.Tensor:
         """Level of each env for a reset: ``level_ids`` (an int for all, or one per env), checked,
-        or drawn uniformly from the bank. Seeds the level draws when ``seed`` is given."""
+        or drawn uniformly from the bank. Seeds the level streams when ``seed`` is given."""
         if seed is not None:
-            self._generator.manual_seed(seed)
+            seeds = [int(s) for s in seed] if isinstance(seed, Sequence) else [int(seed)]
+            if not seeds or self.num_envs % len(seeds):
+                raise ValueError(f"{len(seeds)} level streams do not split {self.num_envs} envs into equal blocks")
+            self._generators = [torch.Generator(device=self.device).manual_seed(s) for s in seeds]
         elif not self._seeded:
-            self._generator.seed()
+            for gen in self._generators:
+                gen.seed()
         self._seeded = True
         if level_ids is None:
             return self._sample_levels()
@@ -285,8 +300,9 @@ class GridCore(Generic[S]):
         return level
 
     def _sample_levels(self) -> torch.Tensor:
-        n = len(self.levels)
-        return torch.randint(0, n, (self.num_envs,), generator=self._generator, device=self.device)
+        n, block = len(self.levels), self.num_envs // len(self._generators)
+        draws = [torch.randint(0, n, (block,), generator=g, device=self.device) for g in self._generators]
+        return draws[0] if len(draws) == 1 else torch.cat(draws)
 
     def _shown(self, index: int, final: bool) -> S:
         """The state of env ``index`` now, or (``final``) the one its latest step led to."""

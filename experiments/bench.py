@@ -158,7 +158,7 @@ def bench_training(
         if backend == "misgen":
             # The clock started before the core and the model were built, as for SB3 (train_sb3 builds both).
             ppo = PPO(make_core(env_cfg, "train", num_envs=agent_cfg.num_envs, seed=0), agent_cfg, seed=0)
-            ppo.train(total_steps, lambda stats: on_iteration(stats, ppo.policy))
+            ppo.train(total_steps, lambda stats: on_iteration(stats[0], ppo.policy))
         elif backend == "sb3":
             from agents.sb3 import train_sb3
 
@@ -306,6 +306,102 @@ def bench_estimator(cfg: DictConfig, base: GridEnvConfig) -> list[dict[str, Any]
     return rows
 
 
+def _train_loop(env_cfg: GridEnvConfig, agent_cfg: PPOConfig, population: int, iterations: int, seed: int) -> float:
+    """Wall-clock seconds of a training run of ``population`` agents: building the core and the networks,
+    then ``iterations`` iterations (each ends with its statistics on the host, so the clock sees finished
+    work)."""
+    device = resolve_device(env_cfg.device)
+    sync(device)
+    start = time.perf_counter()
+    core = make_core(env_cfg, "train", num_envs=agent_cfg.num_envs * population, seed=seed)
+    ppo = PPO(core, agent_cfg, seed=seed, population=population)
+    for _ in range(iterations):
+        ppo.train_iteration()
+    sync(device)
+    return time.perf_counter() - start
+
+
+def bench_population(cfg: DictConfig, base: GridEnvConfig) -> list[dict[str, Any]]:
+    """``mode=population``: K agents in one process against K single runs one after another, same config
+    and steps per agent, for each shape in ``population.shapes``. Single runs are timed for real up to
+    ``population.sequential_max`` agents; beyond, K times the mean of those (the runs are identical work),
+    and the row says so."""
+    pcfg = cfg.population
+    rows = []
+    for name, shape in pcfg.shapes.items():
+        env_cfg = load_env_config(base.name, OmegaConf.to_container(shape.env), base=cfg.env)
+        agent_cfg = load_ppo_config(shape.agent)
+        per_iteration = agent_cfg.num_envs * agent_cfg.num_steps
+        _train_loop(env_cfg, agent_cfg, 1, 1, 0)  # warm-up: allocator, kernels, level banks
+        singles: list[float] = []
+        for k in shape.sizes:
+            seconds = _train_loop(env_cfg, agent_cfg, k, shape.iterations, 0)
+            measured = min(k, pcfg.sequential_max)
+            while len(singles) < measured:
+                singles.append(_train_loop(env_cfg, agent_cfg, 1, shape.iterations, len(singles)))
+            sequential = sum(singles[:k]) if k <= len(singles) else k * statistics.mean(singles)
+            row = {
+                "shape": name,
+                "population": k,
+                "steps_per_agent": shape.iterations * per_iteration,
+                "seconds": seconds,
+                "sequential_seconds": sequential,
+                "sequential_measured": k <= len(singles),
+                "speedup": sequential / seconds,
+                "aggregate_steps_per_s": k * shape.iterations * per_iteration / seconds,
+            }
+            rows.append(row)
+            print(
+                f"{name:>10} K={k:<3} {seconds:7.1f} s vs {sequential:7.1f} s sequential"
+                f"{'' if row['sequential_measured'] else ' (K x the mean single run)'}: {row['speedup']:4.1f}x, "
+                f"{row['aggregate_steps_per_s']:,.0f} env steps/s aggregate"
+            )
+    print("\n| shape | K | population (s) | K single runs (s) | speedup | aggregate env steps/s |")
+    print("|---|---:|---:|---:|---:|---:|")
+    for r in rows:
+        mark = "" if r["sequential_measured"] else " (K × mean single)"
+        print(
+            f"| {r['shape']} | {r['population']} | {r['seconds']:.1f} | {r['sequential_seconds']:.1f}{mark} "
+            f"| {r['speedup']:.1f}× | {r['aggregate_steps_per_s']:,.0f} |"
+        )
+    return rows
+
+
+def bench_profile(cfg: DictConfig, base: GridEnvConfig) -> list[dict[str, Any]]:
+    """``mode=profile``: the torch profiler over ``profile.iterations`` iterations of each population shape
+    (at ``profile.population`` agents), the time of each phase PPO marks (``agents.ppo.PHASES``) and the
+    Python and framework overhead left outside them."""
+    from torch.profiler import ProfilerActivity, profile
+
+    from agents.ppo import PHASES
+
+    rows = []
+    for name, shape in cfg.population.shapes.items():
+        env_cfg = load_env_config(base.name, OmegaConf.to_container(shape.env), base=cfg.env)
+        agent_cfg = load_ppo_config(shape.agent)
+        for k in cfg.profile.populations:
+            core = make_core(env_cfg, "train", num_envs=agent_cfg.num_envs * k, seed=0)
+            ppo = PPO(core, agent_cfg, seed=0, population=k)
+            ppo.train_iteration()
+            start = time.perf_counter()
+            with profile(activities=[ProfilerActivity.CPU]) as prof:
+                for _ in range(cfg.profile.iterations):
+                    ppo.train_iteration()
+            wall = (time.perf_counter() - start) / cfg.profile.iterations
+            events = {e.key: e.cpu_time_total / 1e6 / cfg.profile.iterations for e in prof.key_averages()}
+            phases = {p: events.get(p, 0.0) for p in PHASES}
+            row = {"shape": name, "population": k, "iteration_s": wall, "phases_s": phases}
+            rows.append(row)
+            parts = ", ".join(f"{p} {v * 1e3:.0f} ms" for p, v in phases.items())
+            print(f"{name:>10} K={k:<3} iteration {wall * 1e3:.0f} ms (under the profiler): {parts}")
+    print("\n| shape | K | iteration (ms) | " + " | ".join(PHASES) + " |")
+    print("|---|---:|---:|" + "---:|" * len(PHASES))
+    for r in rows:
+        cells = " | ".join(f"{r['phases_s'][p] * 1e3:.0f}" for p in PHASES)
+        print(f"| {r['shape']} | {r['population']} | {r['iteration_s'] * 1e3:.0f} | {cells} |")
+    return rows
+
+
 def canvas_config(cfg: GridEnvConfig, distribution: str, canvas: str) -> GridEnvConfig:
     """``full``: the config as given; ``fit``: only ``distribution``, on a canvas fitting its mazes."""
     if canvas == "full":
@@ -335,8 +431,13 @@ def main(cfg: DictConfig) -> None:
         torch.set_num_threads(int(cfg.threads))
     base = load_env_config(cfg.env.name, base=cfg.env)
     results: dict[str, Any] = {"machine": machine(), "env": base.name, "distribution": cfg.distribution, "runs": []}
-    if cfg.mode not in ("env", "train", "estimator"):
-        raise ValueError(f"mode={cfg.mode!r} is not one of ['env', 'train', 'estimator']")
+    modes = ("env", "train", "estimator", "population", "profile")
+    if cfg.mode not in modes:
+        raise ValueError(f"mode={cfg.mode!r} is not one of {list(modes)}")
+    if cfg.mode == "population":
+        results["population"] = bench_population(cfg, base)
+    if cfg.mode == "profile":
+        results["profile"] = bench_profile(cfg, base)
     rows = []
     if cfg.mode == "train":
         results["training"] = run_training_benchmarks(cfg, base)

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -31,13 +32,22 @@ import torch
 from hydra.types import RunMode
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
+from agents.checkpoint import FILENAME as CHECKPOINT_FILE
+from agents.checkpoint import member_dirs
 from analysis import figures, summary
 from analysis.estimator import EstimatorSettings
 from analysis.expectations import ExpectationsError, check_expectations, load_expectations
 from analysis.metrics import SCALARS, VerdictConfig, aggregate_seeds, analyse
 from analysis.objectives import objectives_of
-from analysis.policy_specs import ORACLE_FORM, TrainedRun, load_actor, trained_run
-from analysis.trajectories import Trajectories, collect_episodes
+from analysis.policy_specs import (
+    ORACLE_FORM,
+    TrainedRun,
+    load_actor,
+    load_members_actor,
+    network_batch,
+    trained_run,
+)
+from analysis.trajectories import Trajectories, collect_episodes, collect_member_episodes
 from envs.atomic import atomic_path
 from envs.config import (
     ConfigError,
@@ -59,23 +69,34 @@ log = logging.getLogger(__name__)
 
 
 def evaluate_distribution(
-    spec: str, env_cfg: GridEnvConfig, distribution: str, cfg: DictConfig, verdict: VerdictConfig
-) -> tuple[dict[str, Any], Trajectories]:
-    """The report of one distribution, and the trajectories it rests on."""
+    specs: list[str], env_cfg: GridEnvConfig, distribution: str, cfg: DictConfig, verdict: VerdictConfig
+) -> list[tuple[dict[str, Any], Trajectories]]:
+    """The report of each policy on one distribution, and the trajectories it rests on. Checkpoints of one
+    architecture (a population's members) play batched, one forward pass for all; each still samples and
+    is analysed as it would be alone."""
     device = resolve_device(env_cfg.device)
     objectives = objectives_of(env_cfg, gamma=cfg.eval.gamma, candidates=list(cfg.eval.candidates or []))
-    actor = load_actor(
-        spec,
-        env_cfg,
-        device,
-        seed=cfg.seed,
-        objectives=objectives,
-        allow_pickle=cfg.allow_pickle,
-        deterministic=cfg.eval.deterministic,
-    )
-    traj = collect_episodes(actor, env_cfg, distribution, cfg.eval.episodes, seed=cfg.seed, device=device)
-    report, _ = analyse(traj, objectives, estimator_settings(cfg.eval, verdict, cfg.seed), verdict)
-    return report, traj
+    episodes = cfg.eval.episodes
+    if network_batch(specs):
+        actor = load_members_actor(specs, env_cfg, device, seed=cfg.seed, deterministic=cfg.eval.deterministic)
+        trajs = collect_member_episodes(
+            actor, env_cfg, distribution, episodes, len(specs), seed=cfg.seed, device=device
+        )
+    else:
+        trajs = []
+        for spec in specs:
+            actor = load_actor(
+                spec,
+                env_cfg,
+                device,
+                seed=cfg.seed,
+                objectives=objectives,
+                allow_pickle=cfg.allow_pickle,
+                deterministic=cfg.eval.deterministic,
+            )
+            trajs.append(collect_episodes(actor, env_cfg, distribution, episodes, seed=cfg.seed, device=device))
+    settings = estimator_settings(cfg.eval, verdict, cfg.seed)
+    return [(analyse(traj, objectives, settings, verdict)[0], traj) for traj in trajs]
 
 
 def estimator_settings(settings: Any, verdict: VerdictConfig, seed: int) -> EstimatorSettings:
@@ -91,12 +112,25 @@ def estimator_settings(settings: Any, verdict: VerdictConfig, seed: int) -> Esti
 
 
 def _specs(policy: Any) -> list[str]:
-    specs = [str(p) for p in policy] if isinstance(policy, ListConfig | list) else [str(policy)]
-    if not specs:
+    """The policy specs, a population's run dir standing for its members' dirs (``seed_<s>/``, by seed)."""
+    given = [str(p) for p in policy] if isinstance(policy, ListConfig | list) else [str(policy)]
+    if not given:
         raise ValueError("policy=[]: give at least one policy spec")
+    specs = []
+    for spec in given:
+        members = member_dirs(spec) if not (Path(spec) / CHECKPOINT_FILE).is_file() else []
+        specs += [str(m) for m in members] if members else [spec]
     if len(set(specs)) != len(specs):
         raise ValueError(f"policy={specs}: a spec is repeated")
     return specs
+
+
+def population_dir(policy: Any) -> Path | None:
+    """The population's run dir when ``policy`` names one (and nothing else), else ``None``."""
+    if isinstance(policy, ListConfig | list):
+        return None
+    path = Path(str(policy))
+    return path if not (path / CHECKPOINT_FILE).is_file() and member_dirs(path) else None
 
 
 def _summary_line(name: str, r: dict[str, Any]) -> str:
@@ -273,9 +307,14 @@ class EvaluateConfig:
     figures: FigureSettings = field(default_factory=FigureSettings)
     report: str | None = None
     expect: str | None = None
+    expect_members: float | None = None
+    """With several policies (a population): check ``expect`` on each member, passing when at least this
+    fraction of them meet it; ``null``: check the results over seeds."""
     allow_pickle: bool = False
 
     def validate(self) -> EvaluateConfig:
+        if self.expect_members is not None:
+            check_probability("expect_members", self.expect_members)
         self.eval.validate()
         self.verdict.validate()
         self.figures.validate()
@@ -350,8 +389,12 @@ def main(cfg: DictConfig) -> None:
     hydra_cfg = hydra.core.hydra_config.HydraConfig.get()
     chosen_dir = any(o.startswith("hydra.run.dir=") for o in hydra_cfg.overrides.hydra)
     single = hydra_cfg.mode == RunMode.RUN and not chosen_dir  # a sweep's jobs stay in their sweep dir
-    if len(specs) == 1 and runs_behind[0] is not None and single:
-        own = runs_behind[0].run_dir / "eval" / run_dir.name  # the evaluation lives with the run it evaluates
+    population = population_dir(cfg.policy)
+    home = None
+    if runs_behind[0] is not None:
+        home = population if population is not None else runs_behind[0].run_dir if len(specs) == 1 else None
+    if home is not None and single:
+        own = home / "eval" / run_dir.name  # the evaluation lives with the run (or population) it evaluates
         try:
             own.mkdir(parents=True, exist_ok=False)
         except OSError as err:  # a run dir we can't write to (a labmate's), or taken: Hydra's own dir
@@ -370,17 +413,23 @@ def main(cfg: DictConfig) -> None:
     try:
         runs: dict[str, dict[str, Any]] = {}
         trajs: dict[str, Trajectories] = {}
-        for spec in specs:
-            runs[spec] = {}
-            for name in names:
-                result, traj = evaluate_distribution(spec, env_cfg, name, cfg, verdict)
+        runs = {spec: {} for spec in specs}
+        for name in names:
+            evaluated = evaluate_distribution(specs, env_cfg, name, cfg, verdict)
+            for spec, (result, traj) in zip(specs, evaluated, strict=True):
                 runs[spec][name] = result
                 if spec == specs[0]:
                     trajs[name] = traj
                 log.info("%s%s", f"[{spec}] " if len(specs) > 1 else "", _summary_line(name, result))
         report: dict[str, Any] = {
             "policy": specs[0] if len(specs) == 1 else specs,
-            "policy_label": specs[0] if len(specs) == 1 else f"{len(specs)} runs",
+            "policy_label": (
+                specs[0]
+                if len(specs) == 1
+                else f"population {population.name} ({len(specs)} members)"
+                if population is not None
+                else f"{len(specs)} runs"
+            ),
             "env": env_cfg.name,
             "env_config": config_to_dict(env_cfg),
             "env_config_from": env_source,  # "run": the trained run's (plus env.* overrides); "config": env=
@@ -409,13 +458,33 @@ def main(cfg: DictConfig) -> None:
     finally:
         logger.close(exit_code)
     if expectations is not None:
+        gate(report, expectations, cfg.expect, cfg.expect_members)
+
+
+def gate(report: dict[str, Any], expectations: Any, where: str, members: float | None) -> None:
+    """The regression gate: exit 1 with a readable diff unless the expectations hold, on the results (over
+    seeds), or with ``members`` on at least that fraction of the members, each checked alone."""
+    if members is None or "runs" not in report:
         problems = check_expectations(report["distributions"], expectations)
-        if problems:
-            print("The policy violates the expectations of " + str(cfg.expect) + ":", file=sys.stderr)
-            for line in problems:
-                print("  " + line, file=sys.stderr)
-            sys.exit(1)
-        log.info("every expectation of %s holds", cfg.expect)
+    else:
+        failing = {}
+        for spec, results in report["runs"].items():
+            found = check_expectations(results, expectations)
+            if found:
+                failing[spec] = found
+        met = len(report["runs"]) - len(failing)
+        needed = math.ceil(members * len(report["runs"]) - 1e-9)
+        log.info("%d of %d members meet %s (at least %d needed)", met, len(report["runs"]), where, needed)
+        problems = []
+        if met < needed:
+            problems = [f"{met} of {len(report['runs'])} members meet them, {needed} needed:"]
+            problems += [f"{spec}: {line}" for spec, lines in failing.items() for line in lines]
+    if problems:
+        print("The policy violates the expectations of " + str(where) + ":", file=sys.stderr)
+        for line in problems:
+            print("  " + line, file=sys.stderr)
+        sys.exit(1)
+    log.info("every expectation of %s holds", where)
 
 
 def typed_policy_args(argv: list[str]) -> list[str]:

@@ -34,7 +34,7 @@ MODES = ("auto", "online", "offline", "disabled")
 DEFAULT_HOST = "https://api.wandb.ai"
 # Overrides that say how a run is kept, not which experiment it is: left out of the wandb group,
 # so every seed (and a resumed run) of one configuration lands in the same group.
-BOOKKEEPING_KEYS = ("seed", "resume", "progress", "log_every", "threads", "checkpoint_every")
+BOOKKEEPING_KEYS = ("seed", "population", "resume", "progress", "log_every", "threads", "checkpoint_every")
 BOOKKEEPING_PREFIXES = ("hydra.", "hydra/", "logger")
 MAX_GROUP_LEN = 128  # wandb's limit
 MAX_TAG_LEN = 64  # wandb's limit
@@ -293,6 +293,7 @@ def make_logger(
         mode=mode,
         id=run_id,
         resume="allow" if run_id else None,
+        reinit="create_new",  # a population's members are runs of their own, open side by side in one process
     )
     log.info("wandb %s run %s (group %s) in %s", mode, run.id, group, run_dir)
     return WandbLogger(run)

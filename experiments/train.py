@@ -31,16 +31,18 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from agents.checkpoint import FILENAME as CHECKPOINT_FILE
-from agents.checkpoint import SB3_MODEL_FILENAME as SB3_MODEL_FILE
 from agents.checkpoint import (
+    MEMBER_PREFIX,
     TRAINING_FIELDS,
     CheckpointError,
     config_changes,
     load_checkpoint,
+    member_dirs,
     require,
-    save_checkpoint,
+    save_checkpoints,
 )
-from agents.episodes import evaluate_policy, record_frames
+from agents.checkpoint import SB3_MODEL_FILENAME as SB3_MODEL_FILE
+from agents.episodes import evaluate_members, record_frames
 from agents.policy import Policy
 from agents.ppo import PPO, PPOConfig, device_memory, load_ppo_config
 from envs import make_core
@@ -128,8 +130,11 @@ class TrainRunConfig:
 
     seed: int = 0
     """Seed of the agent, its action sampling and the level draws (the level sets themselves: env.level_seed)."""
+    population: int = 1
+    """Agents trained together in this process, seeds ``seed .. seed+population-1``, each independent and
+    each a run of its own in ``<run dir>/seed_<s>/`` (1: a single run in the run dir itself)."""
     total_env_steps: int = 25_000_000
-    """Env steps to train for, over all envs."""
+    """Env steps to train each agent for, over its envs."""
     eval_every: int = 25
     """Updates between evaluations on every distribution (0: only at the end)."""
     eval_episodes: int = 256
@@ -149,6 +154,7 @@ class TrainRunConfig:
 
     def validate(self) -> TrainRunConfig:
         check_at_least("total_env_steps", self.total_env_steps, 1)
+        check_at_least("population", self.population, 1)
         check_at_least("eval_episodes", self.eval_episodes, 1)
         check_at_least("eval_every", self.eval_every, 0)
         check_at_least("checkpoint_every", self.checkpoint_every, 0)
@@ -164,21 +170,25 @@ RESUME_MAY_CHANGE = ("total_env_steps", "eval_every", "eval_episodes", "checkpoi
 RESUME_MAY_CHANGE += ("progress", "log_every", "threads", "logger", "env.device")
 
 
-def _state(ppo: PPO, env_cfg: GridEnvConfig, run_cfg: dict[str, Any], run: Run) -> dict[str, Any]:
+def _state(ppo: PPO, member: int, env_cfg: GridEnvConfig, run_cfg: dict[str, Any], run: Run) -> dict[str, Any]:
+    """Member ``member``'s checkpoint: a single run's, plus (in a population) which member it is."""
+    extra = {"member": {"index": member, "seed": ppo.seeds[member]}} if ppo.population > 1 else {}
     return {
+        **extra,
         "env_name": env_cfg.name,
         "env_config": config_to_dict(env_cfg),
         "run_config": run_cfg,
         "versions": {"torch": str(torch.__version__), "python": sys.version.split()[0]},
         "wandb_run_id": run.wandb_run_id,
         "wandb_group": run.wandb_group,
-        **ppo.state_dict(),
+        **ppo.state_dict(member),
     }
 
 
 class Run:
     """What a training run reports to, whichever backend trains: ``metrics.jsonl``, the run logger,
-    the progress display, and evaluations on every distribution (with videos when configured)."""
+    the progress display, and evaluations on every distribution (with videos when configured). A
+    population has one per member (its ``seed_<s>/`` dir), sharing one progress display."""
 
     def __init__(
         self,
@@ -189,14 +199,17 @@ class Run:
         video: bool,
         env_steps: int,
         previous: dict[str, Any] | None = None,
+        progress: Progress | None = None,
+        seed: int | None = None,
     ):
         self.cfg, self.env_cfg, self.run_dir, self.logger, self.video = cfg, env_cfg, run_dir, logger, video
+        self.seed = cfg.seed if seed is None else seed
         previous = previous or {}
         # The wandb run this run belongs to: a resume with logger=none keeps it, so a later one continues it.
         self.wandb_run_id = logger.run_id or previous.get("wandb_run_id")
         self.wandb_group = logger.group or previous.get("wandb_group")
         self.metrics = run_dir / metrics_file.FILENAME
-        self.progress = Progress(cfg.progress, cfg.total_env_steps, env_steps, cfg.log_every)
+        self.progress = progress or Progress(cfg.progress, cfg.total_env_steps, env_steps, cfg.log_every)
 
     def report(self, record: dict[str, Any], env_steps: int) -> None:
         metrics_file.append(self.metrics, record)
@@ -211,25 +224,51 @@ class Run:
         """Report one training iteration; returns whether an evaluation is due."""
         self.report(stats, int(stats["env_steps"]))
         self.progress.update(stats, int(stats["updates"]))
-        return bool(self.cfg.eval_every and stats["updates"] % self.cfg.eval_every == 0)
+        return self.eval_due(int(stats["updates"]))
+
+    def eval_due(self, updates: int) -> bool:
+        return bool(self.cfg.eval_every and updates % self.cfg.eval_every == 0)
 
     def evaluate_all(self, policy: Policy, env_steps: int, updates: int) -> None:
-        cfg, env_cfg = self.cfg, self.env_cfg
-        record: dict[str, Any] = {"env_steps": env_steps, "updates": updates}
-        for name in env_cfg.distributions:
-            for k, v in evaluate_policy(policy, env_cfg, name, cfg.eval_episodes, cfg.seed + 1).items():
+        evaluate_runs([self], policy, env_steps, updates)
+
+
+def evaluate_runs(runs: list[Run], policy: Policy, env_steps: int, updates: int) -> None:
+    """Evaluate every member of ``policy`` (one per run, in order: a population's members play batched)
+    on every distribution, each with its own seed's levels and sampler, as a single run of it would."""
+    first = runs[0]
+    cfg, env_cfg = first.cfg, first.env_cfg
+    records: list[dict[str, Any]] = [{"env_steps": env_steps, "updates": updates} for _ in runs]
+    for name in env_cfg.distributions:
+        results = evaluate_members(policy, env_cfg, name, cfg.eval_episodes, cfg.seed + 1)
+        for record, result in zip(records, results, strict=True):
+            for k, v in result.items():
                 record[f"eval/{name}/{k}"] = v
-        self.report(record, env_steps)
-        self.progress.evaluated(record)
-        if self.video:
+    for run, record in zip(runs, records, strict=True):
+        run.report(record, env_steps)
+    first.progress.evaluated(mean_record(records))
+    if first.video:
+        clips = {
+            name: record_frames(policy, env_cfg, name, cfg.seed + 1, VIDEO_TILE_SIZE) for name in env_cfg.distributions
+        }
+        for m, run in enumerate(runs):
             videos = {
-                name: save_episode(
-                    record_frames(policy, env_cfg, name, cfg.seed + 1, VIDEO_TILE_SIZE),
-                    self.run_dir / "videos" / f"{name}_{env_steps}.gif",
-                )
-                for name in env_cfg.distributions
+                name: save_episode(frames[m], run.run_dir / "videos" / f"{name}_{env_steps}.gif")
+                for name, frames in clips.items()
             }
-            self.logger.log_videos(videos, step=env_steps)
+            run.logger.log_videos(videos, step=env_steps)
+
+
+def mean_record(records: list[dict[str, Any]]) -> dict[str, Any]:
+    """The members' records averaged key by key (what the population's progress display shows);
+    ``steps_per_s`` is summed: the population's aggregate."""
+    if len(records) == 1:
+        return records[0]
+    out: dict[str, Any] = {}
+    for key in records[0]:
+        values = [r[key] for r in records]
+        out[key] = sum(values) if key == "steps_per_s" else sum(values) / len(values)
+    return out
 
 
 BACKENDS = ("misgen", "sb3")
@@ -280,6 +319,8 @@ def saved_run_config(where: Path) -> dict[str, Any] | None:
     else ``None`` (an SB3 model saved before the metadata held it)."""
     if (where / CHECKPOINT_FILE).is_file() or where.suffix == ".pt":
         return load_checkpoint(where)["run_config"]
+    if member_dirs(where):  # a population: its members share the run config
+        return load_checkpoint(member_dirs(where)[0])["run_config"]
     if not ((where / SB3_MODEL_FILE).is_file() or where.suffix == ".zip"):
         raise ConfigError(f"resume={where}: neither {CHECKPOINT_FILE} nor {SB3_MODEL_FILE} is there")
     from agents.sb3 import read_sb3_meta
@@ -371,76 +412,134 @@ def _start(
             f"{run_dir} holds {other_name}, a run of agent.backend={other}, and this run is agent.backend={backend}: "
             f"resume it with its own backend, or give this run another dir"
         )
-    metrics = run_dir / metrics_file.FILENAME
+    population = cfg.population
+    if population > 1 and backend != "misgen":
+        raise ConfigError(f"population={population} trains with agent.backend=misgen; SB3 trains one seed per process")
+    seeds = [cfg.seed + k for k in range(population)]
+    # A single run is its run dir; a population's members are runs of their own, one dir each.
+    dirs = [run_dir] if population == 1 else [run_dir / f"{MEMBER_PREFIX}{s}" for s in seeds]
     resume = cfg.resume
     if resume and backend == "sb3" and Path(resume).is_file() and Path(resume).name != SB3_MODEL_FILE:
         raise ConfigError(f"resume={resume}: resume an SB3 run by its run dir (its {SB3_MODEL_FILE})")
-    if not resume and (run_dir / saved_name).is_file():
+    if resume and ((Path(resume) / CHECKPOINT_FILE).is_file() or Path(resume).suffix == ".pt"):
+        saved = load_checkpoint(resume)
+        if saved.get("member") is not None:
+            parent = find_checkpoint_dir(resume).parent
+            raise ConfigError(
+                f"resume={resume}: this is one member of the population of {saved['run_config']['population']} "
+                f"in {parent}; resume the population (resume={parent}), or evaluate the member alone"
+            )
+    saved_members = member_dirs(resume) if resume and not (Path(resume) / CHECKPOINT_FILE).is_file() else []
+    if saved_members and population != len(saved_members):
+        raise ConfigError(
+            f"resume={resume}: a population of {len(saved_members)} members, and this run has population={population}; "
+            f"resume it with population={len(saved_members)} (or by resume= alone, which takes the run's config)"
+        )
+    if resume and population > 1 and Path(resume).is_file():
+        raise ConfigError(f"resume={resume}: resume a population by its run dir, which holds its members' dirs")
+    if not resume and any((d / saved_name).is_file() for d in dirs):
         if not cfg.auto_resume:
             raise ConfigError(f"{run_dir} already holds {saved_name} and auto_resume=false: give the run another dir")
         resume = str(run_dir)  # this run dir was started before (a requeued SLURM job): continue it
         log.info("auto_resume: %s already holds %s; continuing it", run_dir, saved_name)
     run_cfg = OmegaConf.to_container(cfg, resolve=True)
-    resumed = None
+    resumed: list[dict[str, Any]] | None = None
     if resume:
-        if backend == "misgen":
-            resumed = load_checkpoint(resume, env_name=env_cfg.name)
-            require(resumed, TRAINING_FIELDS, resume)
-            check_resumable(resumed["run_config"], resumed["env_config"], run_cfg, config_to_dict(env_cfg), resume)
-        else:
-            resumed = _sb3_meta(resume, env_cfg)
-            if "run_config" in resumed:  # the agent and env are checked by train_sb3; here the rest (seed)
-                check_resumable(resumed["run_config"], resumed["env_config"], run_cfg, config_to_dict(env_cfg), resume)
-        metrics_file.keep_until(metrics, resumed["env_steps"])
-    elif metrics.exists():  # killed before its first checkpoint: a restart from nothing starts its metrics anew
-        metrics.unlink()
-        log.warning("%s had metrics but no checkpoint: starting the run over, metrics included", run_dir)
+        resumed = [_resumed(resume, d, backend, env_cfg, run_cfg, population) for d in dirs]
+        for d, state in zip(dirs, resumed, strict=True):
+            metrics_file.keep_until(d / metrics_file.FILENAME, state["env_steps"])
+    for d in dirs:
+        metrics = d / metrics_file.FILENAME
+        if not resume and metrics.exists():  # killed before its first checkpoint: a restart starts its metrics anew
+            metrics.unlink()
+            log.warning("%s had metrics but no checkpoint: starting the run over, metrics included", d)
     # Every distribution's level bank now (cached for the evaluations): an impossible one fails here.
     probes = {name: make_core(env_cfg, name, num_envs=1, seed=cfg.seed) for name in env_cfg.distributions}
     ppo = None
     if backend == "misgen":  # built before the logger: a config the env can't take fails before any run exists
         train = probes.get("train") or make_core(env_cfg, "train", num_envs=1)  # no train: its ConfigError
-        ppo = build_ppo(env_cfg, agent_cfg, cfg.seed, train.observation_shape)
+        ppo = build_ppo(env_cfg, agent_cfg, cfg.seed, train.observation_shape, population)
         if resumed is not None:
-            check_same_network(resumed, ppo.network_spec, resume)
+            check_same_network(resumed[0], ppo.network_spec, resume)
     write_hydra_files(run_dir, cfg, resumed=resumed is not None and not fresh)
-    previous = resumed or {}  # a resumed run continues its wandb run, in its group
-    logger = make_logger(
-        logger_cfg, run_cfg, run_dir, run_id=previous.get("wandb_run_id"), group=previous.get("wandb_group")
-    )
+    previous = resumed or [{} for _ in dirs]  # a resumed run continues its wandb run, in its group
+    progress = Progress(cfg.progress, cfg.total_env_steps, previous[0].get("env_steps", 0), cfg.log_every)
+    runs: list[Run] = []
     exit_code = 1
-    run = Run(cfg, env_cfg, run_dir, logger, logger_cfg.video_every_eval, previous.get("env_steps", 0), previous)
-    stop = StopSignals()
-    phase["training"] = True
     try:
+        for d, member_seed, before in zip(dirs, seeds, previous, strict=True):
+            d.mkdir(parents=True, exist_ok=True)
+            member_cfg = {**run_cfg, "seed": member_seed} if population > 1 else run_cfg
+            logger = make_logger(
+                logger_cfg, member_cfg, d, run_id=before.get("wandb_run_id"), group=before.get("wandb_group")
+            )
+            video = logger_cfg.video_every_eval
+            runs.append(Run(cfg, env_cfg, d, logger, video, before.get("env_steps", 0), before, progress, member_seed))
+        stop = StopSignals()
+        phase["training"] = True
         with stop:
             if backend == "sb3":
-                _train_sb3(cfg, env_cfg, agent_cfg, run, resumed is not None, stop)
+                _train_sb3(cfg, env_cfg, agent_cfg, runs[0], resumed is not None, stop)
             else:
-                _train_misgen(cfg, env_cfg, ppo, run, run_cfg, resumed, stop)
+                _train_misgen(cfg, env_cfg, ppo, runs, run_cfg, resumed, stop)
         exit_code = 0
     except StopRequested as signalled:
         exit_code = 128 + signalled.signum
     finally:
-        run.progress.close()
-        logger.close(exit_code)
+        progress.close()
+        for run in runs:
+            run.logger.close(exit_code)
     if exit_code:
         stop.finish(exit_code - 128)
 
 
-def build_ppo(env_cfg: GridEnvConfig, agent_cfg: PPOConfig, seed: int, obs_shape: tuple[int, ...]) -> PPO:
-    """Our PPO on the env's ``train`` distribution (observations of ``obs_shape``); a batch too big for the
-    device's memory is a ``ConfigError`` naming ``agent.num_envs``, not an allocator's message."""
+def _resumed(
+    resume: str, where: Path, backend: str, env_cfg: GridEnvConfig, run_cfg: dict[str, Any], population: int
+) -> dict[str, Any]:
+    """The checkpoint (or SB3 metadata) a run or a population's member continues from, checked against
+    this run's config (``where``: its dir; ``resume`` itself for a single run, which may name a file)."""
+    source = resume if population == 1 else str(where)
+    if backend == "sb3":
+        state = _sb3_meta(source, env_cfg)
+        if "run_config" in state:  # the agent and env are checked by train_sb3; here the rest (seed)
+            check_resumable(state["run_config"], state["env_config"], run_cfg, config_to_dict(env_cfg), resume)
+        return state
+    if population > 1 and not (where / CHECKPOINT_FILE).is_file():
+        raise ConfigError(
+            f"resume={resume}: the population's member {where.name} has no {CHECKPOINT_FILE}; "
+            f"population={population} from seed {run_cfg['seed']} has members {MEMBER_PREFIX}<seed> for each seed"
+        )
+    state = load_checkpoint(source, env_name=env_cfg.name)
+    require(state, TRAINING_FIELDS, source)
+    check_resumable(state["run_config"], state["env_config"], run_cfg, config_to_dict(env_cfg), resume)
+    return state
+
+
+def find_checkpoint_dir(where: str) -> Path:
+    """The dir of the checkpoint ``where`` names (a run dir or the file)."""
+    path = Path(where)
+    return path.parent if path.is_file() else path
+
+
+def build_ppo(
+    env_cfg: GridEnvConfig, agent_cfg: PPOConfig, seed: int, obs_shape: tuple[int, ...], population: int = 1
+) -> PPO:
+    """Our PPO on the env's ``train`` distribution (observations of ``obs_shape``), ``population`` agents at
+    once; a batch too big for the device's memory is a ``ConfigError`` naming ``agent.num_envs``, not an
+    allocator's message."""
     device = resolve_device(env_cfg.device)
-    need = 2 * agent_cfg.num_envs * math.prod(obs_shape)  # the core's observations alone
+    num_envs = agent_cfg.num_envs * population
+    need = 2 * num_envs * math.prod(obs_shape)  # the core's observations alone
     have = device_memory(device)
     if have is not None and need > have:
         raise ConfigError(
-            f"agent.num_envs={agent_cfg.num_envs}: the envs' observations alone need {need / 2**30:.1f} GiB but "
+            f"agent.num_envs={agent_cfg.num_envs} x population={population}: the envs' observations alone need "
+            f"{need / 2**30:.1f} GiB but "
             f"{device} has {have / 2**30:.1f} GiB"
         )
     try:
-        return PPO(make_core(env_cfg, "train", num_envs=agent_cfg.num_envs, seed=seed), agent_cfg, seed=seed)
+        core = make_core(env_cfg, "train", num_envs=num_envs, seed=seed)
+        return PPO(core, agent_cfg, seed=seed, population=population)
     except (torch.OutOfMemoryError, RuntimeError) as err:
         if not isinstance(err, torch.OutOfMemoryError) and "alloc" not in str(err):
             raise
@@ -494,37 +593,46 @@ def _train_misgen(
     cfg: DictConfig,
     env_cfg: GridEnvConfig,
     ppo: PPO,
-    run: Run,
+    runs: list[Run],
     run_cfg: dict[str, Any],
-    resumed: dict[str, Any] | None,
+    resumed: list[dict[str, Any]] | None,
     stop: StopSignals,
 ) -> None:
-    """Our PPO: periodic checkpoints (and one on a stop signal), evaluations every ``eval_every`` updates."""
+    """Our PPO (one run per member): periodic checkpoints (and one on a stop signal), evaluations every
+    ``eval_every`` updates."""
     agent_cfg = ppo.cfg
+    where = runs[0].run_dir if len(runs) == 1 else runs[0].run_dir.parent
     if resumed is not None:
-        ppo.load_state_dict(resumed)
-        log.info("resumed %s at %d env steps", run.run_dir, ppo.env_steps)
+        try:
+            ppo.load_state_dict(resumed)
+        except ValueError as err:  # members written at different points: a kill split the set
+            raise CheckpointError(f"resume={where}: {err}; retrain the population or restore its checkpoints") from err
+        log.info("resumed %s at %d env steps", where, ppo.env_steps)
     total_updates = -(-cfg.total_env_steps // (agent_cfg.num_envs * agent_cfg.num_steps))
 
     def checkpoint() -> None:
-        save_checkpoint(run.run_dir, _state(ppo, env_cfg, run_cfg, run))
+        save_checkpoints([r.run_dir for r in runs], [_state(ppo, m, env_cfg, run_cfg, r) for m, r in enumerate(runs)])
 
     evaluated = False
     while ppo.env_steps < cfg.total_env_steps:
         stats = ppo.train_iteration(total_updates)
-        evaluated = run.iteration({"updates": ppo.updates, **stats})
+        for run, member in zip(runs, stats, strict=True):
+            run.report({"updates": ppo.updates, **member}, ppo.env_steps)
+        runs[0].progress.update(mean_record(stats), ppo.updates)
+        evaluated = runs[0].eval_due(ppo.updates)
         if stop.requested:  # checkpoint at once (SLURM kills soon after SIGTERM); a due evaluation is skipped
             checkpoint()
-            log.warning("stopped at %d env steps: checkpoint written to %s", ppo.env_steps, run.run_dir)
+            log.warning("stopped at %d env steps: checkpoint written to %s", ppo.env_steps, where)
             stop.check()
         if evaluated:
-            run.evaluate_all(ppo.policy, ppo.env_steps, ppo.updates)
+            evaluate_runs(runs, ppo.policy, ppo.env_steps, ppo.updates)
         if cfg.checkpoint_every and ppo.updates % cfg.checkpoint_every == 0:
             checkpoint()
-    if not evaluated and not run.evaluated_at(ppo.env_steps):  # a finished run, resumed: already done
-        run.evaluate_all(ppo.policy, ppo.env_steps, ppo.updates)
+    if not evaluated and not all(r.evaluated_at(ppo.env_steps) for r in runs):  # a finished run, resumed: done
+        evaluate_runs(runs, ppo.policy, ppo.env_steps, ppo.updates)
     checkpoint()
-    log.info("done: %d env steps; metrics and checkpoint in %s", ppo.env_steps, run.run_dir)
+    members = f" for each of {len(runs)} members" if len(runs) > 1 else ""
+    log.info("done: %d env steps%s; metrics and checkpoints in %s", ppo.env_steps, members, where)
 
 
 def _train_sb3(

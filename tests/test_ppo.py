@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import copy
 import math
 import shutil
 
@@ -81,12 +80,12 @@ def test_the_rollout_bootstraps_each_truncated_step_from_its_final_observation(m
 
     monkeypatch.setattr(core, "step", recording_step)
     monkeypatch.setattr(ppo_module, "compute_gae", capture)
-    net_before_update = copy.deepcopy(ppo.net)
+    net_before_update = ppo.members.network(0)
     ppo.train_iteration()
     truncated, final_values = captured["args"][4], captured["args"][5]
     assert truncated.any() and not truncated.all()
     with torch.no_grad():
-        expected = torch.stack([net_before_update(obs)[1] for obs in finals])
+        expected = torch.stack([net_before_update(obs)[1] for obs in finals])[:, None]  # (T, members, B)
     assert torch.allclose(final_values[truncated], expected[truncated], atol=1e-6)
     assert torch.equal(final_values[~truncated], torch.zeros_like(final_values[~truncated]))
 
@@ -99,11 +98,11 @@ def test_one_ppo_iteration_on_each_env_gives_finite_statistics(env, kind):
     ppo = PPO(
         core, PPOConfig(num_envs=16, num_steps=8, minibatches=2, epochs=1), NetworkConfig(kind=kind, hidden=32), seed=0
     )
-    before = [p.detach().clone() for p in ppo.net.parameters()]
-    stats = ppo.train_iteration()
+    before = [p.detach().clone() for p in ppo.members.parameters()]
+    (stats,) = ppo.train_iteration()
     assert stats["env_steps"] == 128
     assert all(math.isfinite(stats[k]) for k in ("policy_loss", "value_loss", "entropy", "clip_frac"))
-    assert any(not torch.equal(a, p) for a, p in zip(before, ppo.net.parameters(), strict=True))
+    assert any(not torch.equal(a, p) for a, p in zip(before, ppo.members.parameters(), strict=True))
 
 
 def test_the_mlp_activation_is_a_config_value_and_a_bad_one_is_named():
@@ -121,7 +120,7 @@ def test_a_compiled_ppo_trains_as_the_eager_one():
         core = ArrowMazeCore(small_config(), "train", num_envs=16, seed=0)
         cfg = PPOConfig(num_envs=16, num_steps=8, minibatches=2, epochs=1, compile=compiled)
         ppo = PPO(core, cfg, NetworkConfig(kind="mlp", hidden=32, egocentric=3), seed=0)
-        stats.append([ppo.train_iteration() for _ in range(2)])
+        stats.append([ppo.train_iteration()[0] for _ in range(2)])
     for eager, compiled in zip(*stats, strict=True):
         for key in ("policy_loss", "value_loss", "entropy"):
             assert math.isclose(eager[key], compiled[key], rel_tol=1e-3, abs_tol=1e-6), key

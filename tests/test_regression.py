@@ -1,11 +1,12 @@
-"""The misgeneralisation regression test (``pytest -m regression``): train a small agent with a fixed seed
-through the training CLI and gate it with the evaluation CLI, as a user's CI would.
+"""The misgeneralisation regression test (``pytest -m regression``): train a small population (seeds 0-3,
+one process) through the training CLI and gate it with the evaluation CLI, as a user's CI would. A result
+about seeds is measured on seeds: the gate passes when at least 3 of the 4 members meet the expectations.
 
-The canonical setup (``configs/experiment/arrow_maze_tiny.yaml``, about 90 s on one CPU thread) must
-still produce objective misgeneralisation: on ``shift_arrow`` the agent competently reaches the arrow,
-not the end. With half the training levels decorrelated (``env.p_decorrelate=0.5``) it must not: it
-reaches the end. The expectations are ``configs/expectations/arrow_maze_tiny_*.yaml``; BENCHMARKS.md records
-the figures across seeds and the commands that measure them.
+The canonical setup (``configs/experiment/arrow_maze_tiny.yaml``) must still produce objective
+misgeneralisation: on ``shift_arrow`` most episodes competently reach the arrow, not the end. With half the
+training levels decorrelated (``env.p_decorrelate=0.5``) they must not: they reach the end. The
+expectations are ``configs/expectations/arrow_maze_tiny_*.yaml``; BENCHMARKS.md records the figures across
+seeds and the commands that measure them.
 """
 
 from __future__ import annotations
@@ -15,6 +16,8 @@ import json
 import pytest
 
 from tests.conftest import ROOT, run_module
+
+MEMBERS, NEEDED = 4, 3
 
 
 @pytest.mark.regression
@@ -31,6 +34,7 @@ def test_the_canonical_setup_misgeneralises_and_decorrelated_training_does_not(
         run,
         "experiment=arrow_maze_tiny",
         "seed=0",
+        f"population={MEMBERS}",
         f"env.p_decorrelate={p_decorrelate}",
         "logger=none",
         "progress=log",
@@ -42,14 +46,16 @@ def test_the_canonical_setup_misgeneralises_and_decorrelated_training_does_not(
         tmp_path / "eval",
         f"policy={run}",
         f"expect={expect}",
+        f"expect_members={NEEDED / MEMBERS}",
         "eval.distributions=[train,shift_arrow]",
         "logger=none",
         "figures.enabled=false",
     )
     report = json.loads((tmp_path / "eval" / "report.json").read_text())
     summary = {
-        d: {k: r[k] for k in ("verdict", "behavioural_objective", "capability")}
-        for d, r in report["distributions"].items()
+        spec: {d: {k: r[k] for k in ("verdict", "map_objective", "capability")} for d, r in results.items()}
+        for spec, results in report["runs"].items()
     }
     assert proc.returncode == 0, f"{proc.stderr[-2000:]}\n{summary}"
-    assert report["distributions"]["shift_arrow"]["behavioural_objective"] == behavioural
+    pursued = [results["shift_arrow"]["map_objective"] for results in report["runs"].values()]
+    assert len(pursued) == MEMBERS and pursued.count(behavioural) >= NEEDED, summary

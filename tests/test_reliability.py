@@ -307,12 +307,12 @@ def test_weights_that_blew_up_are_caught_before_a_checkpoint():
     ppo = PPO(ArrowMazeCore(small_config(), "train", num_envs=8, seed=0), cfg, seed=0)
     ppo.check_finite()
     with torch.no_grad():
-        for p in ppo.net.parameters():
+        for p in ppo.members.parameters():
             p.fill_(1e20)  # finite, as a last-minibatch blow-up leaves them, but the logits are not
     with pytest.raises(FloatingPointError, match="logits or values"):
         ppo.check_finite()
     with torch.no_grad():
-        next(ppo.net.parameters()).fill_(float("nan"))
+        ppo.members.parameters()[0].fill_(float("nan"))
     with pytest.raises(FloatingPointError, match="non-finite weights"):
         ppo.check_finite()
 

@@ -185,4 +185,4 @@ def test_a_resumed_ppo_continues_the_level_stream_and_the_samplers():
     resumed.load_state_dict(state)
     assert not torch.equal(resumed.core.level, opening)  # ...a resumed one draws where the stream stopped
     assert torch.equal(resumed.policy.rng_state(), ppo.policy.rng_state())
-    assert resumed.env_steps == ppo.env_steps and resumed.train_iteration()["env_steps"] == 512
+    assert resumed.env_steps == ppo.env_steps and resumed.train_iteration()[0]["env_steps"] == 512
