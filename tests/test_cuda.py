@@ -55,3 +55,21 @@ def test_evaluation_on_cuda_equals_the_cpu(env, spec, distribution):
     for key, values in cpu["per_episode"].items():  # capabilities: float64 pow may differ in the last bit
         assert values == pytest.approx(gpu["per_episode"][key], rel=1e-9), key
     assert cpu["capability"] == pytest.approx(gpu["capability"]) and cpu["shares"] == pytest.approx(gpu["shares"])
+
+
+def test_a_population_member_on_cuda_is_the_single_run_of_its_seed():
+    """population=2 on CUDA: the accelerator's rollout path (bootstrap values without a host sync), member 1
+    against the single run of its seed after two iterations, up to float rounding."""
+    from agents.networks import NetworkConfig
+    from agents.ppo import PPO, PPOConfig
+
+    cfg = PPOConfig(num_envs=16, num_steps=32, minibatches=4, epochs=2, network=NetworkConfig(kind="mlp", hidden=32))
+    population = PPO(
+        ArrowMazeCore(small_config(), "train", num_envs=32, seed=0, device="cuda"), cfg, seed=0, population=2
+    )
+    single = PPO(ArrowMazeCore(small_config(), "train", num_envs=16, seed=1, device="cuda"), cfg, seed=1)
+    for _ in range(2):
+        pop_stats, (one_stats,) = population.train_iteration(10), single.train_iteration(10)
+    assert abs(pop_stats[1]["value_loss"] - one_stats["value_loss"]) <= 1e-3 * abs(one_stats["value_loss"]) + 1e-6
+    for name, value in single.members.state_dict(0).items():
+        assert torch.allclose(value, population.members.state_dict(1)[name], atol=1e-5), name

@@ -87,6 +87,24 @@ def test_a_stop_signal_checkpoints_the_last_iteration_and_the_rerun_continues_ex
     assert _update_steps(tmp_path) == list(range(256, saved + 513, 256))  # no row lost, none twice
 
 
+def test_a_stop_signal_checkpoints_every_member_of_a_population_and_the_rerun_continues_them(tmp_path):
+    proc = _start_long_run(tmp_path, "population=2")
+    _wait_for_updates(tmp_path / "seed_1", proc, 3)
+    proc.send_signal(signal.SIGTERM)
+    out, _ = proc.communicate(timeout=120)
+    assert proc.returncode == 128 + signal.SIGTERM, out
+    saved = {load_checkpoint(tmp_path / f"seed_{s}")["env_steps"] for s in (0, 1)}
+    assert (
+        len(saved) == 1
+        and saved.pop() == _update_steps(tmp_path / "seed_0")[-1] == _update_steps(tmp_path / "seed_1")[-1]
+    )
+    last = _update_steps(tmp_path / "seed_0")[-1]
+    proc = _train(tmp_path, "population=2", f"total_env_steps={last + 512}")  # auto_resume: the same dir
+    assert proc.returncode == 0, proc.stderr
+    for seed in (0, 1):
+        assert _update_steps(tmp_path / f"seed_{seed}") == list(range(256, last + 513, 256))
+
+
 def test_stop_signals_hand_the_signal_to_the_handler_before_them_after_the_checkpoint():
     seen = []
     previous = signal.signal(signal.SIGUSR1, lambda signum, frame: seen.append(signum))  # as submitit's requeue
