@@ -1,6 +1,8 @@
 """PPO on the device: rollout, GAE and update all on the batched core's device, no Python loop over envs.
 
-The algorithm reads top to bottom as in CleanRL: rollout, advantages, update. Time-limit truncation
+The algorithm reads top to bottom as in CleanRL: rollout, advantages, update. Every rollout and update tensor
+has a member axis, so one PPO trains a population of independent agents (``population`` K, stacked
+networks: ``agents/members.py``); a single run is K = 1. Time-limit truncation
 is not termination: a truncated step's reward is topped up with the discounted value of its final
 observation (bootstrapping), a terminated step's is not; neither lets advantages leak into the
 next episode.

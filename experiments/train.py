@@ -7,6 +7,9 @@ only) and, with ``logger.video_every_eval``, one GIF per distribution per evalua
 The run logger (``logger=wandb|none``, ``experiments/logger.py``) mirrors the metrics file. Both
 backends (``agent.backend=misgen|sb3``) go through the same run.
 
+``population=K`` trains K independent agents (seeds ``seed .. seed+K-1``) in this one process, each a run
+of its own in ``<run dir>/seed_<s>/`` with the files above (docs/training.md, "Populations").
+
 Reliability (docs/reliability.md): a run holds its dir exclusively (``experiments/run_dir.py``); Ctrl-C,
 SIGTERM (preemption, ``scancel``) and SIGUSR2 / SIGUSR1 (submitit) stop it after the current iteration with a
 checkpoint (``experiments/stop.py``); ``resume=`` continues a run in its own dir (and its wandb run),
