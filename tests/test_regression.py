@@ -1,6 +1,6 @@
-"""The misgeneralisation regression test (``pytest -m regression``): train a small population (seeds 0-3,
+"""The misgeneralisation regression test (``pytest -m regression``): train a small population (seeds 0-2,
 one process) through the training CLI and gate it with the evaluation CLI, as a user's CI would. A result
-about seeds is measured on seeds: the gate passes when at least 3 of the 4 members meet the expectations.
+about seeds is measured on seeds: the gate passes when at least 2 of the 3 members meet the expectations.
 
 The canonical setup (``configs/experiment/arrow_maze_tiny.yaml``) must still produce objective
 misgeneralisation: on ``shift_arrow`` most episodes competently reach the arrow, not the end. With half the
@@ -17,7 +17,7 @@ import pytest
 
 from tests.conftest import ROOT, run_module
 
-MEMBERS, NEEDED = 4, 3
+MEMBERS, NEEDED = 3, 2
 
 
 @pytest.mark.regression
