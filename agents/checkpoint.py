@@ -139,9 +139,9 @@ def _serialised(state: dict[str, Any]) -> io.BytesIO:
 
 def member_dirs(where: str | Path) -> list[Path]:
     """The member dirs (``seed_<s>/``, by seed) of a population's run dir that hold a checkpoint; empty
-    for any other path."""
+    for any other path (a run dir holding a checkpoint of its own is a single run)."""
     path = Path(where)
-    if not path.is_dir():
+    if not path.is_dir() or (path / FILENAME).is_file():
         return []
     found = [d for d in path.glob(f"{MEMBER_PREFIX}*") if d.name[len(MEMBER_PREFIX) :].lstrip("-").isdigit()]
     return sorted((d for d in found if (d / FILENAME).is_file()), key=lambda d: int(d.name[len(MEMBER_PREFIX) :]))

@@ -272,7 +272,9 @@ class PPO:
         action = sample_blocks(logp_all.exp(), self._sample_gens)
         return action, logp_all.gather(-1, action[..., None]).squeeze(-1), value
 
-    def _final_values(self, truncations: list[tuple[int, torch.Tensor, torch.Tensor]], final_values: torch.Tensor):
+    def _final_values(
+        self, truncations: list[tuple[int, torch.Tensor, torch.Tensor]], final_values: torch.Tensor
+    ) -> None:
         """Fill ``final_values`` ``(T, K, B)`` with V of the final observations of the truncated steps,
         ``(t, env rows, encoded final observations)``, in one batched pass after the rollout (the weights
         do not change during it): each member's rows padded to the longest member's."""

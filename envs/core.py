@@ -265,11 +265,6 @@ class GridCore(Generic[S]):
             self._offsets_cache = cached
         return cached[:n]
 
-    @property
-    def streams(self) -> int:
-        """Number of independent level streams (blocks of envs); 1 unless reset with a sequence of seeds."""
-        return len(self._generators)
-
     def rng_state(self, stream: int = 0) -> torch.Tensor:
         """State of a level stream (for checkpoints: a resumed run continues the stream, not replays it)."""
         return self._generators[stream].get_state()

@@ -321,6 +321,11 @@ def _train_loop(env_cfg: GridEnvConfig, agent_cfg: PPOConfig, population: int, i
     return time.perf_counter() - start
 
 
+def _shape_configs(cfg: DictConfig, base: GridEnvConfig, shape: DictConfig) -> tuple[GridEnvConfig, PPOConfig]:
+    """The env and agent configs of one of ``population.shapes``."""
+    return load_env_config(base.name, OmegaConf.to_container(shape.env), base=cfg.env), load_ppo_config(shape.agent)
+
+
 def bench_population(cfg: DictConfig, base: GridEnvConfig) -> list[dict[str, Any]]:
     """``mode=population``: K agents in one process against K single runs one after another, same config
     and steps per agent, for each shape in ``population.shapes``. Single runs are timed for real up to
@@ -329,8 +334,7 @@ def bench_population(cfg: DictConfig, base: GridEnvConfig) -> list[dict[str, Any
     pcfg = cfg.population
     rows = []
     for name, shape in pcfg.shapes.items():
-        env_cfg = load_env_config(base.name, OmegaConf.to_container(shape.env), base=cfg.env)
-        agent_cfg = load_ppo_config(shape.agent)
+        env_cfg, agent_cfg = _shape_configs(cfg, base, shape)
         per_iteration = agent_cfg.num_envs * agent_cfg.num_steps
         _train_loop(env_cfg, agent_cfg, 1, 1, 0)  # warm-up: allocator, kernels, level banks
         singles: list[float] = []
@@ -377,8 +381,7 @@ def bench_profile(cfg: DictConfig, base: GridEnvConfig) -> list[dict[str, Any]]:
 
     rows = []
     for name, shape in cfg.population.shapes.items():
-        env_cfg = load_env_config(base.name, OmegaConf.to_container(shape.env), base=cfg.env)
-        agent_cfg = load_ppo_config(shape.agent)
+        env_cfg, agent_cfg = _shape_configs(cfg, base, shape)
         for k in cfg.profile.populations:
             core = make_core(env_cfg, "train", num_envs=agent_cfg.num_envs * k, seed=0)
             ppo = PPO(core, agent_cfg, seed=0, population=k)

@@ -32,7 +32,6 @@ import torch
 from hydra.types import RunMode
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
-from agents.checkpoint import FILENAME as CHECKPOINT_FILE
 from agents.checkpoint import member_dirs
 from analysis import figures, summary
 from analysis.estimator import EstimatorSettings
@@ -69,15 +68,20 @@ log = logging.getLogger(__name__)
 
 
 def evaluate_distribution(
-    specs: list[str], env_cfg: GridEnvConfig, distribution: str, cfg: DictConfig, verdict: VerdictConfig
+    specs: list[str],
+    env_cfg: GridEnvConfig,
+    distribution: str,
+    cfg: DictConfig,
+    verdict: VerdictConfig,
+    batched: bool = False,
 ) -> list[tuple[dict[str, Any], Trajectories]]:
-    """The report of each policy on one distribution, and the trajectories it rests on. Checkpoints of one
-    architecture (a population's members) play batched, one forward pass for all; each still samples and
-    is analysed as it would be alone."""
+    """The report of each policy on one distribution, and the trajectories it rests on. ``batched``
+    (:func:`network_batch`): the specs are checkpoints of one architecture (a population's members), which
+    play together, one forward pass for all; each still samples and is analysed as it would be alone."""
     device = resolve_device(env_cfg.device)
     objectives = objectives_of(env_cfg, gamma=cfg.eval.gamma, candidates=list(cfg.eval.candidates or []))
     episodes = cfg.eval.episodes
-    if network_batch(specs):
+    if batched:
         actor = load_members_actor(specs, env_cfg, device, seed=cfg.seed, deterministic=cfg.eval.deterministic)
         trajs = collect_member_episodes(
             actor, env_cfg, distribution, episodes, len(specs), seed=cfg.seed, device=device
@@ -118,7 +122,7 @@ def _specs(policy: Any) -> list[str]:
         raise ValueError("policy=[]: give at least one policy spec")
     specs = []
     for spec in given:
-        members = member_dirs(spec) if not (Path(spec) / CHECKPOINT_FILE).is_file() else []
+        members = member_dirs(spec)
         specs += [str(m) for m in members] if members else [spec]
     if len(set(specs)) != len(specs):
         raise ValueError(f"policy={specs}: a spec is repeated")
@@ -130,7 +134,7 @@ def population_dir(policy: Any) -> Path | None:
     if isinstance(policy, ListConfig | list):
         return None
     path = Path(str(policy))
-    return path if not (path / CHECKPOINT_FILE).is_file() and member_dirs(path) else None
+    return path if member_dirs(path) else None
 
 
 def _summary_line(name: str, r: dict[str, Any]) -> str:
@@ -340,6 +344,8 @@ class Setup:
     logger_cfg: Any
     names: list[str]
     expectations: Any
+    batched: bool
+    """The specs are checkpoints of one architecture, evaluated together (:func:`network_batch`)."""
 
 
 def _setup(cfg: DictConfig) -> Setup:
@@ -372,7 +378,8 @@ def _setup(cfg: DictConfig) -> Setup:
             objectives=objectives,
             allow_pickle=cfg.allow_pickle,
         )
-    return Setup(specs, runs, env_cfg, env_source, evaluation.verdict, logger_cfg, names, expectations)
+    batched = network_batch(specs)
+    return Setup(specs, runs, env_cfg, env_source, evaluation.verdict, logger_cfg, names, expectations, batched)
 
 
 @hydra.main(config_path="../configs", config_name="evaluate", version_base="1.3")
@@ -411,11 +418,10 @@ def main(cfg: DictConfig) -> None:
     logger = make_logger(logger_cfg, run_cfg, run_dir, group=group)
     exit_code = 1
     try:
-        runs: dict[str, dict[str, Any]] = {}
+        runs: dict[str, dict[str, Any]] = {spec: {} for spec in specs}
         trajs: dict[str, Trajectories] = {}
-        runs = {spec: {} for spec in specs}
         for name in names:
-            evaluated = evaluate_distribution(specs, env_cfg, name, cfg, verdict)
+            evaluated = evaluate_distribution(specs, env_cfg, name, cfg, verdict, setup.batched)
             for spec, (result, traj) in zip(specs, evaluated, strict=True):
                 runs[spec][name] = result
                 if spec == specs[0]:

@@ -39,6 +39,7 @@ from agents.checkpoint import (
     TRAINING_FIELDS,
     CheckpointError,
     config_changes,
+    find_checkpoint,
     load_checkpoint,
     member_dirs,
     require,
@@ -203,10 +204,8 @@ class Run:
         env_steps: int,
         previous: dict[str, Any] | None = None,
         progress: Progress | None = None,
-        seed: int | None = None,
     ):
         self.cfg, self.env_cfg, self.run_dir, self.logger, self.video = cfg, env_cfg, run_dir, logger, video
-        self.seed = cfg.seed if seed is None else seed
         previous = previous or {}
         # The wandb run this run belongs to: a resume with logger=none keeps it, so a later one continues it.
         self.wandb_run_id = logger.run_id or previous.get("wandb_run_id")
@@ -321,9 +320,17 @@ def saved_run_config(where: Path) -> dict[str, Any] | None:
     """The resolved config a run was started with: from its checkpoint, else its SB3 model's metadata,
     else ``None`` (an SB3 model saved before the metadata held it)."""
     if (where / CHECKPOINT_FILE).is_file() or where.suffix == ".pt":
-        return load_checkpoint(where)["run_config"]
-    if member_dirs(where):  # a population: its members share the run config
-        return load_checkpoint(member_dirs(where)[0])["run_config"]
+        state = load_checkpoint(where)
+        if state.get("member") is not None:
+            parent = find_checkpoint(where).parent.parent
+            raise ConfigError(
+                f"resume={where}: this is one member of the population of {state['run_config']['population']} "
+                f"in {parent}; resume the population (resume={parent}), or evaluate the member alone"
+            )
+        return state["run_config"]
+    members = member_dirs(where)
+    if members:  # a population: its members share the run config
+        return load_checkpoint(members[0])["run_config"]
     if not ((where / SB3_MODEL_FILE).is_file() or where.suffix == ".zip"):
         raise ConfigError(f"resume={where}: neither {CHECKPOINT_FILE} nor {SB3_MODEL_FILE} is there")
     from agents.sb3 import read_sb3_meta
@@ -424,15 +431,7 @@ def _start(
     resume = cfg.resume
     if resume and backend == "sb3" and Path(resume).is_file() and Path(resume).name != SB3_MODEL_FILE:
         raise ConfigError(f"resume={resume}: resume an SB3 run by its run dir (its {SB3_MODEL_FILE})")
-    if resume and ((Path(resume) / CHECKPOINT_FILE).is_file() or Path(resume).suffix == ".pt"):
-        saved = load_checkpoint(resume)
-        if saved.get("member") is not None:
-            parent = find_checkpoint_dir(resume).parent
-            raise ConfigError(
-                f"resume={resume}: this is one member of the population of {saved['run_config']['population']} "
-                f"in {parent}; resume the population (resume={parent}), or evaluate the member alone"
-            )
-    saved_members = member_dirs(resume) if resume and not (Path(resume) / CHECKPOINT_FILE).is_file() else []
+    saved_members = member_dirs(resume) if resume else []
     if saved_members and population != len(saved_members):
         raise ConfigError(
             f"resume={resume}: a population of {len(saved_members)} members, and this run has population={population}; "
@@ -477,7 +476,7 @@ def _start(
                 logger_cfg, member_cfg, d, run_id=before.get("wandb_run_id"), group=before.get("wandb_group")
             )
             video = logger_cfg.video_every_eval
-            runs.append(Run(cfg, env_cfg, d, logger, video, before.get("env_steps", 0), before, progress, member_seed))
+            runs.append(Run(cfg, env_cfg, d, logger, video, before.get("env_steps", 0), before, progress))
         stop = StopSignals()
         phase["training"] = True
         with stop:
@@ -516,12 +515,6 @@ def _resumed(
     require(state, TRAINING_FIELDS, source)
     check_resumable(state["run_config"], state["env_config"], run_cfg, config_to_dict(env_cfg), resume)
     return state
-
-
-def find_checkpoint_dir(where: str) -> Path:
-    """The dir of the checkpoint ``where`` names (a run dir or the file)."""
-    path = Path(where)
-    return path.parent if path.is_file() else path
 
 
 def build_ppo(
