@@ -7,7 +7,7 @@ TORCH_SPEC ?= torch==2.13.0
 BIN = $(VENV)/bin
 STAMP = $(VENV)/.misgen-installed
 
-.PHONY: install demo smoke test lint bench clean
+.PHONY: install demo levels experiments smoke test lint bench clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -18,8 +18,18 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
+# The main job: two small populations (arrow on the exit; half the levels decorrelated), the 2x2, verdicts.
 demo: $(STAMP)
 	$(BIN)/misgen demo
+
+# Level sheets of every distribution of both envs, and exact-planning oracles on them (about 1 minute).
+levels: $(STAMP)
+	$(BIN)/misgen levels
+
+# Every experiment of docs/results.md at CPU scale, in order (hours on 2 cores; each resumes where it stopped).
+EXPERIMENTS = arrow_2x2 seed_distribution emergence size_sweep decorrelation keys_chests flipped salience
+experiments: $(STAMP)
+	for e in $(EXPERIMENTS); do $(BIN)/misgen experiment $$e --jobs 2 || exit 1; done
 
 # Train a PPO agent on 3x3-cell arrow mazes on the CPU (3-4 minutes on 2 cores): configs/experiment/arrow_maze_smoke.yaml
 smoke: $(STAMP)

@@ -38,6 +38,7 @@ HASH_KEY = "content_sha256"
 REQUIRED = ("format", "env_name")
 """Fields every checkpoint has; :func:`require` checks those a caller needs beyond these."""
 MEMBER_PREFIX = "seed_"
+KEPT_DIR = "checkpoints"  # kept copies (``keep_checkpoint_every``): <run dir>/checkpoints/checkpoint_<env steps>.pt
 """A population's run dir holds one ``seed_<s>/`` dir per member, each a run dir of its own."""
 TRAINING_FIELDS = ("model", "network", "optimizer", "env_steps", "updates", "rng", "env_config", "run_config")
 """Fields a run needs to continue training from a checkpoint."""
@@ -108,11 +109,12 @@ def save_checkpoint(run_dir: Path, state: dict[str, Any]) -> Path:
     return save_checkpoints([Path(run_dir)], [state])[0]
 
 
-def save_checkpoints(run_dirs: list[Path], states: list[dict[str, Any]]) -> list[Path]:
+def save_checkpoints(run_dirs: list[Path], states: list[dict[str, Any]], keep: bool = False) -> list[Path]:
     """:func:`save_checkpoint` of each member of a population into its own dir. Every member's file is
     atomic, and every state is checked and serialised before the first file is written, so a refused
     member (non-finite weights) writes none, and a kill can split the set only within the writes
-    themselves; a resume then names the members that disagree (``agents.ppo.PPO.load_state_dict``)."""
+    themselves; a resume then names the members that disagree (``agents.ppo.PPO.load_state_dict``).
+    ``keep``: also keep a copy that later checkpoints do not overwrite (:func:`kept_checkpoint_path`)."""
     blobs = []
     for run_dir, state in zip(run_dirs, states, strict=True):
         path = Path(run_dir) / FILENAME
@@ -122,10 +124,30 @@ def save_checkpoints(run_dirs: list[Path], states: list[dict[str, Any]]) -> list
                 f"not writing {path}: non-finite weights in {bad}; the previous checkpoint is kept"
             )
         blobs.append((path, _serialised(state)))
-    for path, blob in blobs:
+    for (path, blob), state in zip(blobs, states, strict=True):
         with atomic_path(path) as tmp:
             tmp.write_bytes(blob.getbuffer())
+        if keep:
+            kept = kept_checkpoint_path(path.parent, int(state["env_steps"]))
+            kept.parent.mkdir(exist_ok=True)
+            with atomic_path(kept) as tmp:
+                tmp.write_bytes(blob.getbuffer())
     return [path for path, _ in blobs]
+
+
+def kept_checkpoint_path(run_dir: Path, env_steps: int) -> Path:
+    """Where the kept copy of ``run_dir``'s checkpoint at ``env_steps`` lives."""
+    return Path(run_dir) / KEPT_DIR / f"checkpoint_{env_steps}.pt"
+
+
+def kept_checkpoints(run_dir: str | Path) -> dict[int, Path]:
+    """A run's kept checkpoints (``keep_checkpoint_every``) by env steps, in training order."""
+    found = {}
+    for path in (Path(run_dir) / KEPT_DIR).glob("checkpoint_*.pt"):
+        steps = path.stem[len("checkpoint_") :]
+        if steps.isdigit():
+            found[int(steps)] = path
+    return dict(sorted(found.items()))
 
 
 def _serialised(state: dict[str, Any]) -> io.BytesIO:

@@ -40,6 +40,12 @@ class NetworkConfig:
     translation-invariant input, which a CPU-sized MLP needs to learn mazes at random offsets."""
     agent_channel: int = 1
     """With ``egocentric``: the symbolic channel that marks the agent (1 in both envs)."""
+    global_channels: list[int] = field(default_factory=list)
+    """MLP on symbolic observations: channels given to the torso as their whole-canvas count of lit
+    tiles (one number each, beside the window or canvas) instead of as tiles. For a channel whose
+    content is positional rather than spatial, which an egocentric window would move with the agent:
+    keys and chests' inventory (channel 4 lights one tile per key held, so its count is the keys held,
+    exactly). Counts saturate at 255."""
 
     def validate(self) -> NetworkConfig:
         if self.kind not in ("impala", "mlp"):
@@ -55,6 +61,16 @@ class NetworkConfig:
             raise ConfigError(f"agent.network.egocentric={self.egocentric} must be >= 1 (or null)")
         if self.agent_channel < 0:
             raise ConfigError(f"agent.network.agent_channel={self.agent_channel} must be >= 0")
+        if self.global_channels:
+            if self.kind != "mlp":
+                raise ConfigError(
+                    f"agent.network.global_channels={self.global_channels} needs agent.network.kind=mlp, "
+                    f"not {self.kind!r}"
+                )
+            if min(self.global_channels) < 0 or len(set(self.global_channels)) < len(self.global_channels):
+                raise ConfigError(
+                    f"agent.network.global_channels={self.global_channels} must be distinct channel indices >= 0"
+                )
         return self
 
 
@@ -113,16 +129,30 @@ class Torso(nn.Module):
         cfg.validate()
         self.pixels = pixels
         self.egocentric, self.agent_channel = cfg.egocentric, cfg.agent_channel
+        self.global_channels = list(cfg.global_channels)
+        if self.global_channels:
+            if pixels:
+                raise ConfigError("agent.network.global_channels needs symbolic observations (env.obs_mode=symbolic)")
+            if max(self.global_channels) >= obs_shape[0]:
+                raise ConfigError(
+                    f"agent.network.global_channels={self.global_channels}: the observations {tuple(obs_shape)} "
+                    f"have channels 0..{obs_shape[0] - 1}"
+                )
+            self.register_buffer("global_index", torch.tensor(self.global_channels), persistent=False)
         if cfg.egocentric is not None:
             if pixels:
                 raise ValueError("agent.network.egocentric needs symbolic observations (env.obs_mode=symbolic)")
             if not 0 <= cfg.agent_channel < obs_shape[0]:
                 raise ConfigError(f"agent.network.agent_channel={cfg.agent_channel} is not a channel of {obs_shape}")
+        if cfg.egocentric is not None or self.global_channels:
             # The window's agent channel is the same for every observation (a one at the centre), so the
-            # torso keeps the other channels only: a third fewer first-layer FLOPs with 3 channels.
-            kept = [c for c in range(obs_shape[0]) if c != cfg.agent_channel]
+            # torso keeps the other channels only: a third fewer first-layer FLOPs with 3 channels. Global
+            # channels enter as counts only.
+            dropped = {*self.global_channels, *([cfg.agent_channel] if cfg.egocentric is not None else [])}
+            kept = [c for c in range(obs_shape[0]) if c not in dropped]
             self.register_buffer("kept_channels", torch.tensor(kept), persistent=False)
-            obs_shape = (len(kept), 2 * cfg.egocentric + 1, 2 * cfg.egocentric + 1)
+            side = obs_shape[-1] if cfg.egocentric is None else 2 * cfg.egocentric + 1
+            obs_shape = (len(kept), side, side)
         in_channels = obs_shape[-1] if pixels else obs_shape[0]
         if cfg.kind == "impala":
             stacks, c = [], in_channels
@@ -141,6 +171,7 @@ class Torso(nn.Module):
             size = 1
             for d in obs_shape:
                 size *= d
+            size += len(self.global_channels)
             layers: list[nn.Module] = [nn.Flatten()]
             for i in range(cfg.mlp_layers):
                 layers += [nn.Linear(size if i == 0 else cfg.hidden, cfg.hidden), ACTIVATIONS[cfg.activation]()]
@@ -149,12 +180,20 @@ class Torso(nn.Module):
     def encode(self, obs: torch.Tensor) -> torch.Tensor:
         """The torso's input, still ``uint8``: the egocentric window where configured, else ``obs`` itself.
 
-        PPO stores this in its rollout, so the window is cut once per step, not once per epoch.
+        PPO stores this in its rollout, so the window is cut once per step, not once per epoch. With
+        ``global_channels`` it is flat ``(B, window tiles + counts)``: the kept channels' tiles, then the
+        global channels' counts over the whole canvas, in the observations' dtype.
         """
-        if self.egocentric is None:
+        if self.egocentric is None and not self.global_channels:
             return obs
-        window = egocentric_crop(obs, self.agent_channel, self.egocentric)
-        return window.index_select(1, self.kept_channels)  # not window[:, list]: slow for uint8 on the CPU
+        window = obs if self.egocentric is None else egocentric_crop(obs, self.agent_channel, self.egocentric)
+        window = window.index_select(1, self.kept_channels)  # not window[:, list]: slow for uint8 on the CPU
+        if not self.global_channels:
+            return window
+        counts = obs.index_select(1, self.global_index).flatten(2).sum(-1)
+        if obs.dtype == torch.uint8:
+            counts = counts.clamp(max=255)
+        return torch.cat([window.flatten(1), counts.to(obs.dtype)], dim=1)
 
     def forward_encoded(self, encoded: torch.Tensor) -> torch.Tensor:
         """Features of :meth:`encode`'s output."""

@@ -81,15 +81,19 @@ class PPOConfig:
 
 
 def check_egocentric(channels: tuple[str, ...], net: NetworkConfig) -> None:
-    """An egocentric window must centre on the agent, and only suits envs whose channels are all spatial."""
+    """An egocentric window must centre on the agent, and only suits envs whose channels are all spatial
+    (or whose positional channels are ``global_channels``)."""
     if net.agent_channel >= len(channels):
         raise ValueError(f"agent.network.agent_channel={net.agent_channel}: the env has channels {channels}")
     if channels[net.agent_channel] != "agent":
         raise ValueError(
             f"agent.network.agent_channel={net.agent_channel} is {channels[net.agent_channel]!r}, not 'agent'"
         )
-    if "inventory" in channels:
-        raise ValueError("agent.network.egocentric would move the positional 'inventory' channel with the agent")
+    if "inventory" in channels and channels.index("inventory") not in net.global_channels:
+        raise ValueError(
+            "agent.network.egocentric would move the positional 'inventory' channel with the agent; give it as "
+            f"a count instead: agent.network.global_channels=[{channels.index('inventory')}]"
+        )
 
 
 def device_memory(device: torch.device) -> int | None:

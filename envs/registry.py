@@ -49,7 +49,7 @@ class EnvSpec:
     vector_env: Ref | None = None
     """Gymnasium vector entry point; ``None``: ``envs.gym_views.CoreVectorEnv`` with ``env_name``."""
     demo: Ref | None = None
-    """What ``experiments.demo`` shows beyond level sheets (``experiments.demo.DemoDisplay``); ``None``: sheets only."""
+    """What ``experiments.levels`` shows beyond level sheets (its ``DemoDisplay``); ``None``: sheets only."""
 
     def __post_init__(self) -> None:
         schema_name = getattr(self.config, "name", None)
@@ -165,7 +165,7 @@ BUILTIN_ENVS = (
         objectives="analysis.objectives:ArrowMazeObjectives",
         env="envs.arrow_maze:ArrowMazeEnv",
         vector_env="envs.arrow_maze:ArrowMazeVectorEnv",
-        demo="experiments.demo:ARROW_MAZE_DISPLAY",
+        demo="experiments.levels:ARROW_MAZE_DISPLAY",
     ),
     EnvSpec(
         name="keys_chests",
@@ -175,7 +175,7 @@ BUILTIN_ENVS = (
         objectives="analysis.objectives:KeysChestsObjectives",
         env="envs.keys_chests:KeysChestsEnv",
         vector_env="envs.keys_chests:KeysChestsVectorEnv",
-        demo="experiments.demo:KEYS_CHESTS_DISPLAY",
+        demo="experiments.levels:KEYS_CHESTS_DISPLAY",
     ),
 )
 for _spec in BUILTIN_ENVS:

@@ -18,7 +18,9 @@ COMMANDS = {
         "the behavioural objective, capability and verdict of a policy; expect= gates",
     ),
     "bench": ("experiments.bench", "env steps/s and end-to-end training throughput (mode=env | mode=train)"),
-    "demo": ("experiments.demo", "level sheets of every distribution and exact-planning oracles on them"),
+    "demo": ("experiments.demo", "the main job, in minutes on a CPU: train two small populations, evaluate, verdicts"),
+    "experiment": ("experiments.run_experiment", "one experiment of configs/run_experiment/: train, evaluate, figure"),
+    "levels": ("experiments.levels", "level sheets of every distribution and exact-planning oracles on them"),
 }
 
 USAGE = """usage: misgen <command> [hydra overrides ...]   (misgen <command> --help: its config groups and presets)

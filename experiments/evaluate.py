@@ -438,6 +438,7 @@ def main(cfg: DictConfig) -> None:
             ),
             "env": env_cfg.name,
             "env_config": config_to_dict(env_cfg),
+            "base_objective": objectives_of(env_cfg).base,
             "env_config_from": env_source,  # "run": the trained run's (plus env.* overrides); "config": env=
             "config": {k: v for k, v in run_cfg.items() if k != "env"},  # the env's: env_config, as used
             "versions": {"torch": str(torch.__version__), "python": sys.version.split()[0]},
@@ -456,7 +457,7 @@ def main(cfg: DictConfig) -> None:
             with atomic_path(out.with_name(f"{out.stem}_summary{suffix}")) as tmp:
                 tmp.write_text(text)
         log.info("report: %s (summary: %s)", out, out.with_name(f"{out.stem}_summary.md"))
-        base = objectives_of(env_cfg).base
+        base = report["base_objective"]
         figures_dir = out.parent / f"{out.stem}_figures"
         images = write_figures(report, trajs, figures_dir, cfg, base) if cfg.figures.enabled else {}
         log_report(logger, report, images)

@@ -35,6 +35,7 @@ DEFAULT_HOST = "https://api.wandb.ai"
 # Overrides that say how a run is kept, not which experiment it is: left out of the wandb group,
 # so every seed (and a resumed run) of one configuration lands in the same group.
 BOOKKEEPING_KEYS = ("seed", "population", "resume", "progress", "log_every", "threads", "checkpoint_every")
+BOOKKEEPING_KEYS += ("keep_checkpoint_every",)
 BOOKKEEPING_PREFIXES = ("hydra.", "hydra/", "logger")
 MAX_GROUP_LEN = 128  # wandb's limit
 MAX_TAG_LEN = 64  # wandb's limit

@@ -47,6 +47,7 @@ from agents.checkpoint import (
 )
 from agents.checkpoint import SB3_MODEL_FILENAME as SB3_MODEL_FILE
 from agents.episodes import evaluate_members, record_frames
+from agents.networks import NetworkConfig
 from agents.policy import Policy
 from agents.ppo import PPO, PPOConfig, device_memory, load_ppo_config
 from envs import make_core
@@ -145,6 +146,10 @@ class TrainRunConfig:
     """Episodes per distribution at each evaluation (one per level, levels 0..N-1)."""
     checkpoint_every: int = 50
     """Updates between checkpoints (one is always written at the end and on a stop signal)."""
+    keep_checkpoint_every: int = 0
+    """Updates between checkpoints also kept as ``checkpoints/checkpoint_<env steps>.pt`` beside
+    ``checkpoint.pt`` (plus one before the first update and one at the end); 0: none kept. What an
+    analysis across training reads (when is a proxy adopted?)."""
     resume: str | None = None
     """A run dir or checkpoint file to continue, in its own dir."""
     auto_resume: bool = True
@@ -162,6 +167,7 @@ class TrainRunConfig:
         check_at_least("eval_episodes", self.eval_episodes, 1)
         check_at_least("eval_every", self.eval_every, 0)
         check_at_least("checkpoint_every", self.checkpoint_every, 0)
+        check_at_least("keep_checkpoint_every", self.keep_checkpoint_every, 0)
         check_choice("progress", self.progress, PROGRESS)
         check_at_least("log_every", self.log_every, 1)
         if self.threads is not None:
@@ -170,7 +176,8 @@ class TrainRunConfig:
 
 
 # Keys a resumed run may change: how it is kept and reported, not what it trains.
-RESUME_MAY_CHANGE = ("total_env_steps", "eval_every", "eval_episodes", "checkpoint_every", "resume", "auto_resume")
+RESUME_MAY_CHANGE = ("total_env_steps", "eval_every", "eval_episodes", "checkpoint_every", "keep_checkpoint_every")
+RESUME_MAY_CHANGE += ("resume", "auto_resume")
 RESUME_MAY_CHANGE += ("progress", "log_every", "threads", "logger", "env.device")
 
 
@@ -425,6 +432,9 @@ def _start(
     population = cfg.population
     if population > 1 and backend != "misgen":
         raise ConfigError(f"population={population} trains with agent.backend=misgen; SB3 trains one seed per process")
+    if cfg.keep_checkpoint_every and backend != "misgen":
+        every = cfg.keep_checkpoint_every
+        raise ConfigError(f"keep_checkpoint_every={every} needs agent.backend=misgen (SB3 keeps one model.zip)")
     seeds = [cfg.seed + k for k in range(population)]
     # A single run is its run dir; a population's members are runs of their own, one dir each.
     dirs = [run_dir] if population == 1 else [run_dir / f"{MEMBER_PREFIX}{s}" for s in seeds]
@@ -562,7 +572,9 @@ def check_resumable(
     (the old run would silently go on with its own); log the bookkeeping keys it does change."""
     saved = {**saved_run, "env": saved_env}
     now = {**run_cfg, "env": env}
-    changes = config_changes(saved, now)
+    defaults = schema_defaults(env["name"])
+    # A key the checkpoint lacks was added to the schema since; at its default it changes nothing.
+    changes = [c for c in config_changes(saved, now) if not (c[1] == "<unset>" and _lookup(defaults, c[0]) == c[2])]
     refused = [c for c in changes if not c[0].startswith(RESUME_MAY_CHANGE)]
     if refused:
         listed = ", ".join(f"{k} ({a!r} -> {b!r})" for k, a, b in refused)
@@ -575,9 +587,27 @@ def check_resumable(
         log.info("resume: applying %s", ", ".join(f"{k} {a!r} -> {b!r}" for k, a, b in applied))
 
 
+def schema_defaults(env_name: str) -> dict[str, Any]:
+    """Every key of a run's config at its default: what a checkpoint written before a key existed ran with."""
+    env_schema = type(load_env_config(env_name))
+    run = config_to_dict(TrainRunConfig())
+    return {**run, "agent": config_to_dict(PPOConfig()), "env": config_to_dict(env_schema())}
+
+
+def _lookup(tree: Any, dotted: str) -> Any:
+    for key in dotted.split("."):
+        if not isinstance(tree, dict) or key not in tree:
+            return "<no default>"
+        tree = tree[key]
+    return tree
+
+
 def check_same_network(resumed: dict[str, Any], spec: dict[str, Any], where: str) -> None:
-    """Refuse to resume a checkpoint into a different network (its weights would not mean the same)."""
+    """Refuse to resume a checkpoint into a different network (its weights would not mean the same).
+    Network options added since the checkpoint was written count at their defaults."""
     saved = resumed.get("network")
+    if isinstance(saved, dict) and isinstance(saved.get("config"), dict):
+        saved = {**saved, "config": {**config_to_dict(NetworkConfig()), **saved["config"]}}
     if saved != spec:
         raise ConfigError(
             f"resume={where}: the checkpoint's network {saved} differs from this run's {spec}; "
@@ -606,8 +636,13 @@ def _train_misgen(
         log.info("resumed %s at %d env steps", where, ppo.env_steps)
     total_updates = -(-cfg.total_env_steps // (agent_cfg.num_envs * agent_cfg.num_steps))
 
-    def checkpoint() -> None:
-        save_checkpoints([r.run_dir for r in runs], [_state(ppo, m, env_cfg, run_cfg, r) for m, r in enumerate(runs)])
+    def checkpoint(keep: bool = False) -> None:
+        states = [_state(ppo, m, env_cfg, run_cfg, r) for m, r in enumerate(runs)]
+        save_checkpoints([r.run_dir for r in runs], states, keep=keep)
+
+    keep_every = cfg.keep_checkpoint_every
+    if keep_every and ppo.updates == 0:
+        checkpoint(keep=True)  # the untrained networks: where a curve across training starts
 
     evaluated = False
     while ppo.env_steps < cfg.total_env_steps:
@@ -622,11 +657,12 @@ def _train_misgen(
             stop.check()
         if evaluated:
             evaluate_runs(runs, ppo.policy, ppo.env_steps, ppo.updates)
-        if cfg.checkpoint_every and ppo.updates % cfg.checkpoint_every == 0:
-            checkpoint()
+        keep = bool(keep_every) and ppo.updates % keep_every == 0
+        if keep or (cfg.checkpoint_every and ppo.updates % cfg.checkpoint_every == 0):
+            checkpoint(keep=keep)
     if not evaluated and not all(r.evaluated_at(ppo.env_steps) for r in runs):  # a finished run, resumed: done
         evaluate_runs(runs, ppo.policy, ppo.env_steps, ppo.updates)
-    checkpoint()
+    checkpoint(keep=bool(keep_every))
     members = f" for each of {len(runs)} members" if len(runs) > 1 else ""
     log.info("done: %d env steps%s; metrics and checkpoints in %s", ppo.env_steps, members, where)
 

@@ -40,7 +40,7 @@ def test_the_console_script_is_installed():
 def test_misgen_help_lists_every_command_with_one_line_each():
     proc = _run(*_misgen(), "--help")
     assert proc.returncode == 0, proc.stderr
-    for command in ("train", "evaluate", "bench", "demo"):
+    for command in ("train", "evaluate", "bench", "demo", "experiment", "levels"):
         assert any(line.strip().startswith(command + " ") for line in proc.stdout.splitlines()), proc.stdout
 
 

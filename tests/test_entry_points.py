@@ -60,8 +60,8 @@ def test_training_bench_times_every_backend_and_the_time_to_target(tmp_path):
     assert "| sb3_dummy |" in proc.stdout
 
 
-def test_demo_writes_pictures_gifs_and_summary(tmp_path):
-    proc = _run("experiments.demo", tmp_path, "summary_levels=8", "levels_shown=2", "+env_overrides.num_levels=64")
+def test_levels_writes_pictures_gifs_and_summary(tmp_path):
+    proc = _run("experiments.levels", tmp_path, "summary_levels=8", "levels_shown=2", "+env_overrides.num_levels=64")
     assert proc.returncode == 0, proc.stderr
     summary = json.loads((tmp_path / "summary.json").read_text())
     assert set(summary) == {"arrow_maze", "keys_chests"}

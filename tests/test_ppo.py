@@ -13,6 +13,7 @@ from agents.checkpoint import FILENAME, load_checkpoint
 from agents.networks import ActorCritic, NetworkConfig, egocentric_crop
 from agents.ppo import PPO, PPOConfig, compute_gae
 from envs.arrow_maze import ArrowMazeCore
+from envs.config import ConfigError
 from envs.keys_chests import KeysChestsCore
 from tests.conftest import kc_config, small_config
 
@@ -178,6 +179,39 @@ def test_an_egocentric_torso_drops_the_constant_agent_channel():
     assert torch.allclose(net.torso(obs), torch.tanh(first(window)))
 
 
+def test_global_channels_give_the_inventory_as_a_count_beside_the_window():
+    """keys_chests: egocentric window without the agent and inventory channels, plus the keys held (exact),
+    the same from float obs (the SB3 extractor's), trainable as a population; bad settings are refused."""
+    r = 3
+    net = NetworkConfig(kind="mlp", hidden=8, mlp_layers=1, egocentric=r, global_channels=[4])
+    core = KeysChestsCore(kc_config(), "shift_ratio", num_envs=32, seed=0)  # up to 6 keys to hold
+    torso = ActorCritic(core.observation_shape, 4, net, False).torso
+    assert torso.layers[1].in_features == 3 * (2 * r + 1) ** 2 + 1
+    obs, gen, held = core.reset(seed=0), torch.Generator().manual_seed(0), set()
+    for _ in range(40):
+        encoded = torso.encode(obs)
+        window = egocentric_crop(obs, 1, r)[:, [0, 2, 3]].flatten(1)
+        assert torch.equal(encoded, torch.cat([window, core.state().inventory[:, None].to(torch.uint8)], dim=1))
+        assert torch.equal(torso(obs.float()), torso(obs))
+        held |= set(core.state().inventory.tolist())
+        obs = core.step(torch.randint(0, 4, (32,), generator=gen)).obs
+    assert max(held) >= 2
+    ppo = PPO(
+        KeysChestsCore(kc_config(), "train", num_envs=8, seed=0),
+        PPOConfig(num_envs=4, num_steps=8, minibatches=2, network=net),
+        population=2,
+    )
+    assert all(math.isfinite(s["value_loss"]) for s in ppo.train_iteration())
+    with pytest.raises(ConfigError, match=r"global_channels=\[5\]"):
+        ActorCritic((5, 9, 9), 4, NetworkConfig(kind="mlp", global_channels=[5]), False)
+    with pytest.raises(ConfigError, match="kind=mlp"):
+        NetworkConfig(global_channels=[4]).validate()
+    with pytest.raises(ConfigError, match="distinct"):
+        NetworkConfig(kind="mlp", global_channels=[4, 4]).validate()
+    with pytest.raises(ConfigError, match="symbolic"):
+        ActorCritic((28, 28, 3), 4, NetworkConfig(kind="mlp", global_channels=[0]), pixels=True)
+
+
 def test_a_format_2_egocentric_checkpoint_is_refused_naming_the_change(tmp_path):
     spec = {"config": {"kind": "mlp", "egocentric": 3}, "obs_shape": [3, 9, 9], "num_actions": 4, "pixels": False}
     torch.save({"format": 2, "env_name": "arrow_maze", "network": spec, "model": {}}, tmp_path / FILENAME)
@@ -186,7 +220,7 @@ def test_a_format_2_egocentric_checkpoint_is_refused_naming_the_change(tmp_path)
 
 
 def test_egocentric_networks_refuse_what_they_cannot_centre():
-    with pytest.raises(ValueError, match="inventory"):
+    with pytest.raises(ValueError, match=r"inventory.*global_channels=\[4\]"):
         PPO(
             KeysChestsCore(kc_config(), "train", num_envs=4, seed=0),
             PPOConfig(num_envs=4, minibatches=2, network=NetworkConfig(kind="mlp", egocentric=3)),

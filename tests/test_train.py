@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from agents.checkpoint import load_checkpoint, save_checkpoint
+from agents.checkpoint import kept_checkpoints, load_checkpoint, save_checkpoint
 from agents.networks import NetworkConfig
 from agents.policy import Policy, load_network_policy
 from agents.ppo import PPO, PPOConfig
@@ -49,7 +49,7 @@ def _lines(run_dir: Path) -> list[dict]:
 
 
 def test_training_writes_metrics_and_a_checkpoint_then_resume_continues(tmp_path):
-    proc = _train(tmp_path, *SMALL_MAZES, "total_env_steps=512")
+    proc = _train(tmp_path, *SMALL_MAZES, "total_env_steps=512", "keep_checkpoint_every=1")
     assert proc.returncode == 0, proc.stderr
     lines = _lines(tmp_path)
     updates = [r for r in lines if "policy_loss" in r]
@@ -59,12 +59,16 @@ def test_training_writes_metrics_and_a_checkpoint_then_resume_continues(tmp_path
     state = load_checkpoint(tmp_path, env_name="arrow_maze")  # weights only: no code runs
     assert state["env_steps"] == 512 and state["run_config"]["seed"] == 0
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".checkpoint")] == []
+    kept = kept_checkpoints(tmp_path)  # the untrained network, then one per update (keep_checkpoint_every=1)
+    assert list(kept) == [0, 256, 512]
+    assert [load_checkpoint(p)["env_steps"] for p in kept.values()] == [0, 256, 512]
 
     proc = _train(tmp_path / "ignored", *SMALL_MAZES, f"resume={tmp_path}", "total_env_steps=1024")
     assert proc.returncode == 0, proc.stderr
     updates = [r for r in _lines(tmp_path) if "policy_loss" in r]
     assert [r["env_steps"] for r in updates] == [256, 512, 768, 1024]
     assert load_checkpoint(tmp_path)["updates"] == 4
+    assert list(kept_checkpoints(tmp_path)) == [0, 256, 512, 768, 1024]  # the resume keeps on keeping
 
     proc = _train(tmp_path / "other", *SMALL_MAZES, f"resume={tmp_path}", "agent.network.hidden=64")
     assert proc.returncode == 2 and "agent.network.hidden (32 -> 64)" in proc.stderr
@@ -186,3 +190,26 @@ def test_a_resumed_ppo_continues_the_level_stream_and_the_samplers():
     assert not torch.equal(resumed.core.level, opening)  # ...a resumed one draws where the stream stopped
     assert torch.equal(resumed.policy.rng_state(), ppo.policy.rng_state())
     assert resumed.env_steps == ppo.env_steps and resumed.train_iteration()[0]["env_steps"] == 512
+
+
+def test_a_checkpoint_from_before_a_config_key_existed_resumes_with_the_key_at_its_default():
+    from envs.config import ConfigError, config_to_dict, load_env_config
+    from experiments.train import check_resumable, check_same_network
+
+    env = config_to_dict(load_env_config("arrow_maze"))
+    saved = {"seed": 0, "agent": {"network": {"hidden": 64}}}  # written before global_channels existed
+    check_resumable(saved, env, {"seed": 0, "agent": {"network": {"hidden": 64, "global_channels": []}}}, env, "run")
+    with pytest.raises(ConfigError, match=r"agent\.network\.global_channels \('<unset>' -> \[4\]\)"):
+        check_resumable(
+            saved, env, {"seed": 0, "agent": {"network": {"hidden": 64, "global_channels": [4]}}}, env, "run"
+        )
+    spec = {
+        "config": config_to_dict(NetworkConfig(hidden=64)),
+        "obs_shape": [3, 9, 9],
+        "num_actions": 4,
+        "pixels": False,
+    }
+    old = {**spec, "config": {k: v for k, v in spec["config"].items() if k != "global_channels"}}
+    check_same_network({"network": old}, spec, "run")
+    with pytest.raises(ConfigError, match="network"):
+        check_same_network({"network": old}, {**spec, "config": {**spec["config"], "global_channels": [2]}}, "run")
