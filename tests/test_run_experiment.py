@@ -49,7 +49,7 @@ def test_every_arrow_maze_experiment_runs_end_to_end_at_a_tiny_scale_and_resumes
         "size_sweep": ["--evaluation", "size_3", "--evaluation", "size_9"],
     }
     names = ["arrow_2x2", "decorrelation", "flipped", "size_sweep", "salience", "seed_distribution", "emergence"]
-    assert set(names) | {"keys_chests"} == set(run_experiment.spec_names())
+    assert set(names) | {"keys_chests", "demo"} == set(run_experiment.spec_names())  # those two: tests below
     for name in names:
         _experiment(tmp_path, name, *tiny, *subsets.get(name, []))
         results = _results(tmp_path, name)
