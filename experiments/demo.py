@@ -75,6 +75,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--population", type=int, help="agents per arm instead of 3")
     parser.add_argument("--train", action="append", default=[], metavar="OVERRIDE", help="extra train override")
     parser.add_argument("--evaluate", action="append", default=[], metavar="OVERRIDE", help="extra evaluate override")
+    parser.add_argument("--dry-run", action="store_true", help="print the steps it would run; run nothing")
     args = parser.parse_args(argv)
     if args.jobs < 1 or (args.population is not None and args.population < 1):
         parser.error("--jobs and --population must be >= 1")
@@ -90,6 +91,9 @@ def main(argv: list[str] | None = None) -> None:
     )
     try:
         exp = Experiment(NAME, options)
+        if args.dry_run:
+            print("\n".join(exp.plan()))
+            return
         results = exp.run()
     except (ConfigError, FileNotFoundError, RuntimeError) as err:
         print(f"error: {err}", file=sys.stderr)

@@ -426,14 +426,36 @@ class Experiment:
         return step
 
     # ----------------------------------------------------------------- all of it
+    def trainers(self) -> dict[tuple[str, str], tuple[Experiment, str]]:
+        """Each training the chosen arms need, once: ``(experiment, arm)`` whose run dir holds their agents."""
+        out: dict[tuple[str, str], tuple[Experiment, str]] = {}
+        for arm in (a for a in self.arms if not self.spec.arms[a].policy):
+            exp, source = self.trained_dir(arm)
+            out.setdefault((exp.name, source), (exp, source))
+        return out
+
+    def plan(self) -> list[str]:
+        """What :meth:`run` would do, one line per step (``--dry-run``); nothing is run or written."""
+        lines = []
+        for exp, arm in self.trainers().values():
+            step = exp.train_step(arm)
+            state = "done, skipped" if step.seconds is not None else "to run"
+            lines.append(f"[{state}] misgen {step.command} {' '.join(step.args)}")
+        for arm in self.arms:
+            try:
+                jobs = self.evaluation_jobs(arm)
+            except FileNotFoundError:  # not trained yet: the members are known once it is
+                jobs = [(name, None, [f"<the members of {arm}>"], []) for name in self.evaluations]
+            for name, _, specs, overrides in jobs:
+                step = self.evaluate_step(arm, name, specs, overrides)
+                state = "done, skipped" if step.seconds is not None else "to run"
+                lines.append(f"[{state}] misgen {step.command} {' '.join(step.args)}")
+        return lines
+
     def run(self) -> dict[str, Any]:
         """Train, evaluate and aggregate; write ``results.json``, the figures and ``README.md``; the results."""
         start = time.perf_counter()
-        to_train = [a for a in self.arms if not self.spec.arms[a].policy]
-        trainers: dict[tuple[str, str], tuple[Experiment, str]] = {}
-        for arm in to_train:
-            exp, source = self.trained_dir(arm)
-            trainers.setdefault((exp.name, source), (exp, source))
+        trainers = self.trainers()
         train_steps = {key: exp.train_step(arm) for key, (exp, arm) in trainers.items()}
         run_steps([t for t in train_steps.values() if t.seconds is None], self.options.jobs)
         trained = {key: float(t.seconds or 0.0) for key, t in train_steps.items()}
@@ -625,6 +647,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--evaluation", action="append", default=[], help="only this evaluation (repeatable)")
     parser.add_argument("--logger", default="none", choices=("none", "wandb"), help="logger of every run")
     parser.add_argument("--redraw", action="store_true", help="only redraw figures and README from results.json")
+    parser.add_argument("--dry-run", action="store_true", help="print the steps it would run (and skip); run nothing")
     args = parser.parse_args(argv)
     if not args.list and not args.name:
         parser.error("name the experiment (or --list)")
@@ -658,7 +681,11 @@ def main(argv: list[str] | None = None) -> None:
             for path in redraw(args.out / args.name / args.scale / "results.json"):
                 print(path)
             return
-        results = Experiment(args.name, options).run()
+        experiment = Experiment(args.name, options)
+        if args.dry_run:
+            print("\n".join(experiment.plan()))
+            return
+        results = experiment.run()
     except (ConfigError, FileNotFoundError, RuntimeError) as err:
         print(f"error: {err}", file=sys.stderr)
         sys.exit(2 if isinstance(err, ConfigError) else 1)

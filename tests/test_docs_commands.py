@@ -55,7 +55,10 @@ def _argv(command: str, run_dir: Path) -> list[str]:
 
 
 def _composed(argv: list[str]) -> list[str]:
-    """A sweep as one job (``-m`` dropped, the first value of each swept key) with Hydra's ``--cfg job``."""
+    """A sweep as one job (``-m`` dropped, the first value of each swept key) with Hydra's ``--cfg job``;
+    ``misgen experiment`` and ``demo`` (not Hydra) with ``--dry-run``: their spec loads and their steps resolve."""
+    if any(a in ("experiment", "demo", "experiments.run_experiment", "experiments.demo") for a in argv[:3]):
+        return [*argv, "--dry-run"]
     out = []
     for arg in argv:
         if arg == "-m":
