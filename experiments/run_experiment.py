@@ -277,10 +277,10 @@ def run_steps(steps: list[Step], jobs: int) -> None:
                 proc.start()
                 handle = proc.sentinel
             else:
-                out = step.log.open("a")
-                module = f"experiments.{step.command}"
-                env = {**os.environ, "OMP_NUM_THREADS": "1"}
-                proc = subprocess.Popen([sys.executable, "-m", module, *step.args], stdout=out, stderr=out, env=env)
+                with step.log.open("a") as out:  # the child holds its own copy of the descriptor
+                    module = f"experiments.{step.command}"
+                    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+                    proc = subprocess.Popen([sys.executable, "-m", module, *step.args], stdout=out, stderr=out, env=env)
                 handle = proc
             running[handle] = (step, proc, time.perf_counter())
         if not running:
