@@ -315,10 +315,10 @@ def readme(results: dict[str, Any], figures: list[str]) -> str:
         f"**Hardware.** {hw['machine']}; {hw['cpu_count']} CPUs, {hw['jobs']} job(s) side by side, "
         f"{hw['threads_per_job']} thread each; torch {hw['torch']}, Python {hw['python']}.",
         "",
-        f"**Wall-clock.** training {trained / 60:.1f} min (sum over arms, "
-        f"{', '.join(f'{k} {v / 60:.1f}' for k, v in wall['train'].items()) or 'none'}), evaluation "
-        f"{wall['evaluate'] / 60:.1f} min (sum), this run end to end {wall.get('run', 0) / 60:.1f} min "
-        "(trainings done before are counted at their own time, not again).",
+        f"**Wall-clock.** training of the agents evaluated here {trained / 60:.1f} min in all ("
+        f"{', '.join(f'{k} {v / 60:.1f}' for k, v in wall['train'].items()) or 'none'}: one process per arm, an "
+        "arm of another experiment counted at its own training), evaluation "
+        f"{wall['evaluate'] / 60:.1f} min (sum), this run end to end {wall.get('run', 0) / 60:.1f} min.",
         "",
         f"Intervals: {level}% over seeds (exact binomial for the fraction of seeds pursuing "
         f"{results['base_objective']}, percentile bootstrap for means); none with fewer than 5 seeds. "
