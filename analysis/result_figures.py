@@ -177,6 +177,7 @@ def _x_axis(ax: Any, results: dict[str, Any], xs: list[float]) -> None:
         positive = [x for x in xs if x > 0]
         if min(xs) <= 0 and positive:
             ax.set_xscale("symlog", linthresh=min(positive))
+            ax.set_xlim(left=min(xs) - 0.3 * min(positive), right=max(xs) * 1.3)  # no empty negative decades
         else:
             ax.set_xscale("log")
     ax.set_xlabel(figure.get("x_label") or figure.get("x_from", "x"))
