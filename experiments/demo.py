@@ -16,14 +16,12 @@ from __future__ import annotations
 import argparse
 import logging
 import shutil
-import sys
 import time
 from pathlib import Path
 from typing import Any
 
 from analysis.aggregate import format_counts, format_value
-from envs.config import ConfigError
-from experiments.run_experiment import Experiment, Options
+from experiments.run_experiment import Experiment, Options, run_or_plan
 
 NAME = "demo"
 
@@ -89,15 +87,10 @@ def main(argv: list[str] | None = None) -> None:
         figures=True,
         home=home,
     )
-    try:
-        exp = Experiment(NAME, options)
-        if args.dry_run:
-            print("\n".join(exp.plan()))
-            return
-        results = exp.run()
-    except (ConfigError, FileNotFoundError, RuntimeError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        sys.exit(2 if isinstance(err, ConfigError) else 1)
+    done = run_or_plan(NAME, options, args.dry_run)
+    if done is None:
+        return
+    exp, results = done
     gifs = collect_gifs(exp, home)
     print(f"\n{results['title']}: over seeds, per distribution")
     print("(capability: mean [95% interval over seeds; none with fewer than 5 seeds])\n")

@@ -681,16 +681,29 @@ def main(argv: list[str] | None = None) -> None:
             for path in redraw(args.out / args.name / args.scale / "results.json"):
                 print(path)
             return
-        experiment = Experiment(args.name, options)
-        if args.dry_run:
+    except (ConfigError, FileNotFoundError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        sys.exit(2 if isinstance(err, ConfigError) else 1)
+    done = run_or_plan(args.name, options, args.dry_run)
+    if done is None:
+        return
+    _, results = done
+    print(result_table(results))
+    print(f"\nresults in {args.out / args.name / args.scale}/ (README.md, results.json, figures)")
+
+
+def run_or_plan(name: str, options: Options, dry_run: bool) -> tuple[Experiment, dict[str, Any]] | None:
+    """Run experiment ``name`` (its results), or with ``dry_run`` print its plan (``None``); a bad spec,
+    a missing run or a failed step exits with a message naming it (status 2 for a config error, else 1)."""
+    try:
+        experiment = Experiment(name, options)
+        if dry_run:
             print("\n".join(experiment.plan()))
-            return
-        results = experiment.run()
+            return None
+        return experiment, experiment.run()
     except (ConfigError, FileNotFoundError, RuntimeError) as err:
         print(f"error: {err}", file=sys.stderr)
         sys.exit(2 if isinstance(err, ConfigError) else 1)
-    print(result_table(results))
-    print(f"\nresults in {args.out / args.name / args.scale}/ (README.md, results.json, figures)")
 
 
 def result_table(results: dict[str, Any]) -> str:
