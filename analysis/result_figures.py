@@ -65,17 +65,15 @@ def _chosen(results: dict[str, Any]) -> list[dict[str, Any]]:
     return [g for g in results["groups"] if not wanted or g["distribution"] in wanted]
 
 
-def _seeds_note(groups: list[dict[str, Any]]) -> str:
-    counts = sorted({g["summary"]["seeds"] for g in groups if not g["baseline"]})
-    if not counts:
-        return "baselines only"
-    n = str(counts[0]) if len(counts) == 1 else f"{counts[0]}–{counts[-1]}"
-    return f"{n} seeds per point, {round(100 * 0.95)}% intervals over seeds"
-
-
 def _title(results: dict[str, Any], groups: list[dict[str, Any]]) -> str:
+    """The figure's title: the experiment, its scale, the seeds behind each point and the intervals' level."""
+    counts = sorted({g["summary"]["seeds"] for g in groups if not g["baseline"]})
     level = round(100 * results.get("confidence_level", 0.95))
-    note = _seeds_note(groups).replace("95%", f"{level}%")
+    if not counts:
+        note = "baselines only"
+    else:
+        n = str(counts[0]) if len(counts) == 1 else f"{counts[0]}–{counts[-1]}"
+        note = f"{n} seeds per point, {level}% intervals over seeds"
     return f"{results['title']} — {results['scale'].upper()} scale, {note}"
 
 

@@ -393,13 +393,13 @@ class Experiment:
     def evaluation_jobs(self, arm: str) -> list[tuple[str, float | None, list[str], list[str]]]:
         """``(evaluation id, x, policy specs, overrides)`` of each evaluation of ``arm``."""
         a = self.spec.arms[arm]
+        specs = self.policies(arm)
         jobs = []
         for name in self.evaluations:
             evaluation = self.spec.evaluations[name]
             overrides = [*self.scale.evaluate, *a.evaluate, *evaluation.evaluate, *self.options.evaluate]
             if a.policy:
                 overrides = [f"env={self.spec.env}", *overrides]
-            specs = self.policies(arm)
             if not evaluation.checkpoints or a.policy:
                 jobs.append((name, evaluation.x, specs, overrides))
                 continue
