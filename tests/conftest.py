@@ -12,6 +12,8 @@ import pytest
 import torch
 from hypothesis import HealthCheck, settings
 
+from agents.networks import NetworkConfig
+from agents.ppo import PPOConfig
 from envs.config import ArrowMazeConfig, KeysChestsConfig, load_arrow_maze_config, load_keys_chests_config
 
 os.environ.setdefault("WANDB_MODE", "disabled")
@@ -50,6 +52,21 @@ def small_config(**overrides: Any) -> ArrowMazeConfig:
         else:
             merged[key] = value
     return load_arrow_maze_config(merged)
+
+
+def tiny_maze_config() -> ArrowMazeConfig:
+    """``small_config`` with 3x3-cell mazes in every distribution: what :func:`tiny_learner` learns."""
+    sizes = {"min_size": 3, "max_size": 3}
+    return small_config(distributions={d: sizes for d in ("train", "shift_arrow", "shift_size", "shift_both")})
+
+
+def tiny_learner() -> PPOConfig:
+    """An egocentric MLP PPO that learns :func:`tiny_maze_config`'s mazes on the CPU in seconds (a fresh
+    config each call: the tests may change it)."""
+    net = NetworkConfig(kind="mlp", hidden=64, mlp_layers=2, egocentric=6)
+    return PPOConfig(
+        num_envs=64, num_steps=32, minibatches=4, epochs=4, gamma=0.99, lr=1e-3, anneal_lr=False, network=net
+    )
 
 
 def kc_config(**overrides: Any) -> KeysChestsConfig:

@@ -17,7 +17,7 @@ from agents.checkpoint import load_checkpoint
 from agents.networks import NetworkConfig
 from agents.ppo import PPO, PPOConfig
 from envs import make_core
-from tests.conftest import small_config
+from tests.conftest import small_config, tiny_learner, tiny_maze_config
 
 NET = NetworkConfig(kind="mlp", hidden=32, mlp_layers=2, egocentric=4)
 CFG = PPOConfig(num_envs=16, num_steps=32, minibatches=4, epochs=2, network=NET)
@@ -190,18 +190,11 @@ def test_a_population_with_the_sb3_backend_is_refused(tmp_path):
     assert proc.returncode == 2 and "population=2 trains with agent.backend=misgen" in proc.stderr
 
 
-LEARNER_NET = NetworkConfig(kind="mlp", hidden=64, mlp_layers=2, egocentric=6)
-LEARNER = PPOConfig(
-    num_envs=64, num_steps=32, minibatches=4, epochs=4, gamma=0.99, lr=1e-3, anneal_lr=False, network=LEARNER_NET
-)
-
-
 def _success_curve(seed: int, population: int, iterations: int, windows: int) -> list[list[float]]:
     """Each member's training success rate, averaged over ``windows`` equal spans of ``iterations``."""
-    sizes = {"min_size": 3, "max_size": 3}
-    cfg = small_config(distributions={d: sizes for d in ("train", "shift_arrow", "shift_size", "shift_both")})
-    core = make_core(cfg, "train", num_envs=LEARNER.num_envs * population, seed=seed, device="cpu")
-    ppo = PPO(core, LEARNER, seed=seed, population=population)
+    learner = tiny_learner()
+    core = make_core(tiny_maze_config(), "train", num_envs=learner.num_envs * population, seed=seed, device="cpu")
+    ppo = PPO(core, learner, seed=seed, population=population)
     rates = [[] for _ in range(population)]
     for _ in range(iterations):
         for m, stats in enumerate(ppo.train_iteration()):
@@ -215,7 +208,7 @@ def test_a_population_learns_as_single_runs_of_other_seeds_do():
     """Statistically, where member-for-member equality cannot apply: four members (seeds 0-3) and four
     single runs of other seeds (10-13) learning 3x3-cell mazes for 60 iterations (123 k env steps each).
     In each fifth of training, the members' mean success lies within the single runs' range widened by
-    their standard deviation (about 28 s). A population whose members act on each other's observations
+    their standard deviation (about 40 s). A population whose members act on each other's observations
     stays near 0.2 success from the second fifth on, and fails here; the singles reach about 0.8."""
     iterations, windows = 60, 5
     members = _success_curve(0, 4, iterations, windows)

@@ -15,7 +15,7 @@ from agents.ppo import PPO, PPOConfig, compute_gae
 from envs.arrow_maze import ArrowMazeCore
 from envs.config import ConfigError
 from envs.keys_chests import KeysChestsCore
-from tests.conftest import kc_config, small_config
+from tests.conftest import kc_config, small_config, tiny_learner, tiny_maze_config
 
 
 def reference_gae(rewards, values, last_value, terminated, truncated, final_values, gamma, lam):
@@ -243,12 +243,7 @@ def test_bf16_on_a_cpu_run_is_refused_naming_the_key():
 
 def test_ppo_learns_a_tiny_maze():
     """The whole loop learns: 3x3-cell random mazes, egocentric MLP, >= 90% eval success (about 30 s)."""
-    sizes = {"min_size": 3, "max_size": 3}
-    cfg = small_config(distributions={d: sizes for d in ("train", "shift_arrow", "shift_size", "shift_both")})
-    net = NetworkConfig(kind="mlp", hidden=64, mlp_layers=2, egocentric=6)
-    agent = PPOConfig(
-        num_envs=64, num_steps=32, minibatches=4, epochs=4, gamma=0.99, lr=1e-3, anneal_lr=False, network=net
-    )
+    cfg, agent = tiny_maze_config(), tiny_learner()
     ppo = PPO(ArrowMazeCore(cfg, "train", num_envs=64, seed=0), agent, seed=0)
     ppo.train(450_000)
     evaluation = ArrowMazeCore(cfg, "train", num_envs=256, seed=1)
