@@ -297,6 +297,18 @@ def table(results: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def _resumed_note(resumed: list[str] | None) -> list[str]:
+    """The README's warning when a training finished by resuming a killed run (``None``: results written
+    before the runner recorded it)."""
+    if not resumed:
+        return []
+    return [
+        f"**Resumed.** {', '.join(resumed)} finished by resuming a killed training: a resume starts fresh "
+        "episodes, so a run from scratch with the same seeds does not replay these agents bit for bit.",
+        "",
+    ]
+
+
 def readme(results: dict[str, Any], figures: list[str]) -> str:
     """The experiment dir's README: question, command, scale, hardware, wall-clock, figure and table."""
     hw = results["hardware"]
@@ -319,6 +331,7 @@ def readme(results: dict[str, Any], figures: list[str]) -> str:
         "arm of another experiment counted at its own training), evaluation "
         f"{wall['evaluate'] / 60:.1f} min (sum), this run end to end {wall.get('run', 0) / 60:.1f} min.",
         "",
+        *_resumed_note(results.get("resumed")),
         f"Intervals: {level}% over seeds (exact binomial for the fraction of seeds pursuing "
         f"{results['base_objective']}, percentile bootstrap for means); none with fewer than 5 seeds. "
         f"Weight gap: `w_{results['base_objective']} − w_{results['proxy_objective']}` of the estimator's "

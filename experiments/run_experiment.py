@@ -14,7 +14,8 @@ with the hardware and wall-clock), the figure PNGs and ``README.md`` (the table)
 
 Resumable: an arm or evaluation whose finished marker (``.experiment.json``, beside its output) holds the
 same command is skipped; a killed training resumes where its checkpoint left it (the trainer's
-``auto_resume``), and a changed one is refused by the trainer, naming the key. ``--population``,
+``auto_resume``; ``results.json`` lists it under ``resumed``: a resume starts fresh episodes, so it is not
+the bit-exact run from scratch), and a changed one is refused by the trainer, naming the key. ``--population``,
 ``--train`` and ``--evaluate`` shrink or alter a run (a test runs every experiment this way in seconds);
 they go into the commands, so their results never pass for the spec's.
 """
@@ -307,6 +308,11 @@ def run_steps(steps: list[Step], jobs: int) -> None:
         raise RuntimeError(f"{step.what}: failed (exit {code}); see {step.log}:\n{tail}")
 
 
+def _has_checkpoint(run_dir: Path) -> bool:
+    """Whether a training left a checkpoint in ``run_dir`` (a population's members, or a single run)."""
+    return (run_dir / CHECKPOINT_FILE).is_file() or bool(member_dirs(run_dir))
+
+
 def _first_done(running: dict[Any, Any]) -> Any:
     """The first subprocess of ``running`` to finish (polling; only where fork is unavailable)."""
     while True:
@@ -375,7 +381,16 @@ class Experiment:
         if done is not None and done.get("overrides") == overrides:
             log.info("%s/%s: trained already (%s)", self.name, arm, run_dir)
             step.seconds = float(done["wall_clock_s"])
+        elif _has_checkpoint(run_dir):  # a killed training: the trainer resumes it, with fresh episodes
+            step.record["resumed"] = True
+            step.what += " (resuming its checkpoints)"
         return step
+
+    def resumed(self, key: tuple[str, str]) -> bool:
+        """Whether the training ``key`` finished by resuming a killed run (then it is not the bit-exact
+        from-scratch run of its seeds: a resume starts fresh episodes)."""
+        exp, arm = self.trainers()[key]
+        return bool((_marker(exp.run_dir(arm)) or {}).get("resumed"))
 
     # ----------------------------------------------------------------- evaluation
     def policies(self, arm: str) -> list[str]:
@@ -524,6 +539,7 @@ class Experiment:
                 "jobs": self.options.jobs,
                 "threads_per_job": 1,
             },
+            "resumed": [f"{e}:{a}" for e, a in trained if self.resumed((e, a))],
             "wall_clock_s": {
                 "train": {f"{e}:{a}": s for (e, a), s in trained.items()},
                 "evaluate": sum(s for _, s in evaluated),

@@ -77,6 +77,12 @@ def test_every_arrow_maze_experiment_runs_end_to_end_at_a_tiny_scale_and_resumes
         _experiment(tmp_path, "flipped", *tiny)
     assert "trained already" in caplog.text and "evaluating" not in caplog.text
     assert _results(tmp_path, "flipped")["groups"] == before["groups"]
+    # A training that finished by resuming (its checkpoints there, its marker not) is said to be one.
+    assert before["resumed"] == [] and "Resumed" not in (tmp_path / "flipped" / "cpu" / "README.md").read_text()
+    (tmp_path / "flipped" / "cpu" / "runs" / "arrow_rewarded" / run_experiment.MARKER).unlink()
+    _experiment(tmp_path, "flipped", *tiny)
+    assert _results(tmp_path, "flipped")["resumed"] == ["flipped:arrow_rewarded"]
+    assert "**Resumed.** flipped:arrow_rewarded" in (tmp_path / "flipped" / "cpu" / "README.md").read_text()
 
     # To wandb: a run per arm in the experiment's group, a key per distribution and metric at each x.
     logged: dict[str, list] = {}
