@@ -26,7 +26,7 @@ demo: $(STAMP)
 levels: $(STAMP)
 	$(BIN)/misgen levels
 
-# Every experiment of docs/results.md at CPU scale, in order (hours on 2 cores; each resumes where it stopped).
+# Every experiment of docs/results.md at CPU scale, in order (about 80 minutes on 2 cores; each resumes where it stopped).
 EXPERIMENTS = arrow_2x2 seed_distribution emergence size_sweep decorrelation keys_chests flipped salience
 experiments: $(STAMP)
 	for e in $(EXPERIMENTS); do $(BIN)/misgen experiment $$e --jobs 2 || exit 1; done
